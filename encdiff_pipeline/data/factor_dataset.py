@@ -9,8 +9,8 @@ on our datasets are comparable with published ones.
 Example:
     >>> grid = FactorGrid([4, 5, 3, 6])
     >>> grid.factors_to_index([[1, 2, 0, 5]])
-    array([113])
-    >>> grid.index_to_factors(113)
+    array([131])
+    >>> grid.index_to_factors(131)
     array([1, 2, 0, 5])
 """
 from __future__ import annotations
