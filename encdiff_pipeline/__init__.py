@@ -2,5 +2,25 @@
 
 Example:
     >>> from encdiff_pipeline import EncDiffPipeline, ConceptEncoderModel
+    >>> pipe = EncDiffPipeline.from_pretrained("path/to/saved/pipeline")
+    >>> concepts = pipe.encode(images)  # (B, N) concept scalars
 """
 __version__ = "0.1.0"
+
+from .models import ConceptEncoderModel, ConceptEncoderOutput  # noqa: E402
+from .pipeline_encdiff import (  # noqa: E402
+    EncDiffPipeline,
+    EncDiffPipelineOutput,
+    EncDiffSwapOutput,
+    EncDiffTraversalOutput,
+)
+
+__all__ = [
+    "ConceptEncoderModel",
+    "ConceptEncoderOutput",
+    "EncDiffPipeline",
+    "EncDiffPipelineOutput",
+    "EncDiffSwapOutput",
+    "EncDiffTraversalOutput",
+    "__version__",
+]

@@ -88,6 +88,18 @@ class FactorDataset(torch.utils.data.Dataset):
         """Images of the given grid indices, (num, H, W, C) float32 in [0, 1]."""
         raise NotImplementedError
 
+    def to_hf_dataset(self, indices: Optional[Sequence[int]] = None, batch_size: int = 256,
+                      cache_dir: Optional[str] = None):
+        """A `datasets.Dataset` with an `image` column and one `label_<factor>` ClassLabel per factor.
+
+        Example:
+            >>> hf = data.to_hf_dataset(indices=range(100))  # doctest: +SKIP
+            >>> hf.save_to_disk("shapes3d_subset")  # doctest: +SKIP
+        """
+        from .hf_export import to_hf_dataset
+
+        return to_hf_dataset(self, indices=indices, batch_size=batch_size, cache_dir=cache_dir)
+
     def __getitem__(self, index: int):
         image = self.get_images(np.asarray([index]))[0]
         tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1) * 2.0 - 1.0

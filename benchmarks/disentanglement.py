@@ -1,0 +1,451 @@
+#!/usr/bin/env python
+"""EncDiff beside β-VAE, β-TCVAE and FactorVAE on procedural Shapes3D, under one wall-clock budget.
+
+    python benchmarks/disentanglement.py --budget_minutes 20 --eval_every_minutes 5 --seeds 1
+    python benchmarks/disentanglement.py --smoke                      # seconds per method: a plumbing check
+    python benchmarks/disentanglement.py --methods encdiff --ablations schedules,tokens --budget_minutes 20
+
+Each method trains in its own process, one after the other (never two heavy jobs at once):
+EncDiff through `training/train_encdiff.py`, the baselines through `training/train_baseline.py`.
+Both read the same data (uniform draws over the whole procedural grid), score their representation
+on the same held sub-grid with the same metric code (`training/validation.py: concept_metrics`:
+FactorVAE, DCI, MIG) at intervals, and log to `RUN/logs/train_log.jsonl`. Curves are plotted
+against *training* seconds (validation excluded) and images seen.
+
+Writes to `--output_dir`: `results.json` (settings, machine, every curve, summary), `results.md`
+(the table: mean ± std over seeds), `learning_curves.png` (FactorVAE and DCI vs training seconds
+and vs images seen, one line per method), `grids/METHOD_swap.png` and `grids/METHOD_traversal.png`
+(seed 0), and the run folders under `runs/`. `--report_only` rebuilds the report from those runs.
+The table is printed at the end.
+
+EncDiff ablations (`--ablations`) are forwarded to train_encdiff.py when it offers the flag; the ones
+it does not offer are listed and skipped.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import time
+from typing import Any, Optional
+
+import numpy as np
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)  # this checkout, also without `pip install -e .`
+TRAINING = os.path.join(REPO, "training")
+HELD_GRID = [5, 5, 5, 4, 4, 5]  # 10,000 points of the Shapes3D grid (train_encdiff.py's default held set)
+BASELINE_METHODS = ("beta_vae", "beta_tcvae", "factor_vae")
+LABELS = {"encdiff": "EncDiff", "beta_vae": "β-VAE", "beta_tcvae": "β-TCVAE", "factor_vae": "FactorVAE"}
+SCHEDULES = ("linear", "sqrt_linear", "sqrt", "cosine")
+# ablation group -> {method name: (train_encdiff.py flags it needs, what the method changes)}
+ABLATIONS: dict[str, dict[str, tuple[list[str], str]]] = {
+    "tokens": {"encdiff_vector": (["--config"], "vector tokens (EncDiff-V)")},
+    "schedules": {f"encdiff_{s}": (["--beta_schedule"], f"{s} noise schedule") for s in SCHEDULES},
+    "adagn": {"encdiff_adagn": (["--conditioning"], "tokens through AdaGN instead of cross-attention")},
+    "no_diffusion": {"encdiff_no_diffusion": (["--decoder_type"], "encoder + deterministic decoder, no diffusion")},
+}
+METRIC_KEYS = ("factor_vae", "dci_disentanglement", "dci_completeness", "dci_informativeness", "mig")
+
+
+def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--methods", default="encdiff,beta_vae,beta_tcvae,factor_vae",
+                   help="comma list of encdiff, beta_vae, beta_tcvae, factor_vae")
+    p.add_argument("--ablations", default="", help=f"comma list of EncDiff ablation groups {sorted(ABLATIONS)} or 'all'")
+    p.add_argument("--budget_minutes", type=float, default=20.0, help="training time per method and seed")
+    p.add_argument("--eval_every_minutes", type=float, default=None, help="validation interval (default: budget / 4)")
+    p.add_argument("--seeds", type=int, default=1, help="seeds per method (0, 1, ...)")
+    p.add_argument("--image_size", type=int, default=32, help="image side; must match the EncDiff preset")
+    p.add_argument("--metric_num_train", type=int, default=10000, help="metric training samples (protocol: 10000)")
+    p.add_argument("--metric_num_eval", type=int, default=5000, help="metric evaluation samples (protocol: 5000)")
+    p.add_argument("--held_factor_sizes", default=",".join(map(str, HELD_GRID)),
+                   help="held sub-grid the metrics score: classes kept per Shapes3D factor")
+    p.add_argument("--encdiff_preset", default="small", help="train_encdiff.py --preset")
+    p.add_argument("--encdiff_images_per_second", type=float, default=40.0,
+                   help="expected EncDiff training speed, to turn --eval_every_minutes into train_encdiff.py's "
+                        "--validation_steps (it validates by steps)")
+    p.add_argument("--encdiff_args", default="", help="extra arguments for train_encdiff.py (one string)")
+    p.add_argument("--baseline_args", default="", help="extra arguments for train_baseline.py (one string)")
+    p.add_argument("--inference_steps", type=int, default=20, help="DDIM steps of EncDiff's swap/traversal grids")
+    p.add_argument("--output_dir", default="benchmark_results/disentanglement", help="where runs and the report go")
+    p.add_argument("--report_only", action="store_true", help="do not train: rebuild the report from output_dir/runs")
+    p.add_argument("--smoke", action="store_true",
+                   help="plumbing check: seconds per method, tiny grids, tiny models, tiny metric protocol")
+    args = p.parse_args(argv)
+    args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = [m for m in args.methods if m not in ("encdiff", *BASELINE_METHODS)]
+    if unknown:
+        p.error(f"unknown --methods {unknown}; expected encdiff, {', '.join(BASELINE_METHODS)}")
+    groups = [g.strip() for g in args.ablations.split(",") if g.strip()]
+    args.ablations = sorted(ABLATIONS) if groups == ["all"] else groups
+    if set(args.ablations) - set(ABLATIONS):
+        p.error(f"unknown --ablations {sorted(set(args.ablations) - set(ABLATIONS))}; expected {sorted(ABLATIONS)} or all")
+    args.held_factor_sizes = [int(s) for s in args.held_factor_sizes.split(",")]
+    args.train_factor_sizes = None  # the whole grid
+    if args.smoke:
+        args.budget_minutes, args.eval_every_minutes, args.seeds = 0.15, 0.05, 1
+        args.metric_num_train, args.metric_num_eval, args.inference_steps = 200, 100, 2
+        args.held_factor_sizes, args.train_factor_sizes = [2, 2, 2, 2, 2, 2], [2, 2, 2, 2, 2, 3]
+        args.encdiff_preset, args.encdiff_images_per_second = "tiny", 8.0
+        args.baseline_args = (args.baseline_args + " --width 16 --train_batch_size 8").strip()
+        if args.output_dir == p.get_default("output_dir"):
+            args.output_dir = "benchmark_results/disentanglement_smoke"
+    if args.eval_every_minutes is None:
+        args.eval_every_minutes = args.budget_minutes / 4
+    if args.budget_minutes <= 0 or args.eval_every_minutes <= 0 or args.seeds < 1:
+        p.error("--budget_minutes and --eval_every_minutes must be > 0 and --seeds >= 1")
+    return args
+
+
+# -- what to run ----------------------------------------------------------------------------------
+def script_env() -> dict[str, str]:
+    """The environment of the training scripts: this checkout importable even without `pip install -e .`."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [REPO, env.get("PYTHONPATH")]))
+    return env
+
+
+def encdiff_flags() -> set[str]:
+    """The flags train_encdiff.py offers (read from its --help)."""
+    out = subprocess.run([sys.executable, os.path.join(TRAINING, "train_encdiff.py"), "--help"],
+                         capture_output=True, text=True, cwd=REPO, env=script_env())
+    if out.returncode != 0:
+        raise SystemExit(f"error: train_encdiff.py --help failed:\n{out.stderr[-2000:]}")
+    return set(re.findall(r"(--[a-z_]+)", out.stdout))
+
+
+def plan_methods(args) -> tuple[list[str], list[str]]:
+    """(methods to run, ablations skipped with the reason)."""
+    methods, skipped = list(args.methods), []
+    needs_encdiff = "encdiff" in methods or args.ablations
+    flags = encdiff_flags() if needs_encdiff and os.path.exists(os.path.join(TRAINING, "train_encdiff.py")) else set()
+    if needs_encdiff and not flags:
+        skipped.append("encdiff and its ablations: training/train_encdiff.py is missing")
+        methods = [m for m in methods if m != "encdiff"]
+    for group in args.ablations if flags else []:
+        for name, (needed, what) in ABLATIONS[group].items():
+            missing = [f for f in needed if f not in flags]
+            if missing:
+                skipped.append(f"{name} ({what}): train_encdiff.py has no {', '.join(missing)}")
+            elif name not in methods:
+                methods.append(name)
+    return methods, skipped
+
+
+def encdiff_command(args, method: str, seed: int, run_dir: str) -> list[str]:
+    """train_encdiff.py's command line for EncDiff or one of its ablations."""
+    eval_steps = max(1, round(60 * args.eval_every_minutes * args.encdiff_images_per_second / encdiff_batch_size(args)))
+    dataset_options = {"image_size": args.image_size}
+    if args.train_factor_sizes:
+        dataset_options["factor_sizes"] = args.train_factor_sizes
+    cmd = [sys.executable, os.path.join(TRAINING, "train_encdiff.py"), "--dataset", "procedural-shapes3d",
+           "--dataset_options", json.dumps(dataset_options), "--output_dir", run_dir, "--seed", str(seed),
+           "--max_train_minutes", str(args.budget_minutes), "--validation_steps", str(eval_steps),
+           "--checkpointing_steps", str(10**9), "--checkpoints_total_limit", "1",
+           "--validation_dataset_options", json.dumps({"image_size": args.image_size, "factor_sizes": args.held_factor_sizes}),
+           "--metric_num_train", str(args.metric_num_train), "--metric_num_eval", str(args.metric_num_eval),
+           "--validation_inference_steps", str(args.inference_steps), "--report_to", "none"]
+    if method == "encdiff_vector":
+        cmd += ["--config", vector_token_config(args, run_dir)]
+    else:
+        cmd += ["--preset", args.encdiff_preset]
+    if method.removeprefix("encdiff_") in SCHEDULES:
+        cmd += ["--beta_schedule", method.removeprefix("encdiff_")]
+    if method == "encdiff_adagn":  # hook: the flag's name once train_encdiff.py offers it
+        cmd += ["--conditioning", "adagn"]
+    if method == "encdiff_no_diffusion":  # hook, likewise
+        cmd += ["--decoder_type", "deterministic"]
+    return cmd + args.encdiff_args.split()
+
+
+def encdiff_batch_size(args) -> int:
+    match = re.search(r"--train_batch_size[= ](\d+)", args.encdiff_args)
+    return int(match.group(1)) if match else int(load_encdiff_preset(args.encdiff_preset)["training"].get("train_batch_size", 32))
+
+
+def load_encdiff_preset(name: str) -> dict:
+    sys.path.insert(0, TRAINING)
+    from presets import load_preset  # training/presets.py
+
+    return load_preset(name)
+
+
+def vector_token_config(args, run_dir: str) -> str:
+    """A preset file: the EncDiff preset with vector tokens (EncDiff-V)."""
+    preset = load_encdiff_preset(args.encdiff_preset)
+    preset["encoder"]["token_type"] = "vector"
+    path = os.path.join(os.path.dirname(run_dir), f"{os.path.basename(run_dir)}_preset.json")
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(preset, f, indent=2)
+    return path
+
+
+def baseline_command(args, method: str, seed: int, run_dir: str) -> list[str]:
+    dataset_options = {"factor_sizes": args.train_factor_sizes} if args.train_factor_sizes else {}
+    return [sys.executable, os.path.join(TRAINING, "train_baseline.py"), "--model", method,
+            "--dataset", "procedural-shapes3d", "--dataset_options", json.dumps(dataset_options),
+            "--image_size", str(args.image_size), "--output_dir", run_dir, "--seed", str(seed),
+            "--validation_dataset_options", json.dumps({"factor_sizes": args.held_factor_sizes}),
+            "--max_train_minutes", str(args.budget_minutes), "--validation_minutes", str(args.eval_every_minutes),
+            "--metric_num_train", str(args.metric_num_train), "--metric_num_eval", str(args.metric_num_eval),
+            ] + args.baseline_args.split()
+
+
+def run(args, method: str, seed: int) -> dict:
+    """Train one method with one seed in a subprocess; its output goes to RUN.log beside the run folder."""
+    run_dir = os.path.join(args.output_dir, "runs", method, f"seed{seed}")
+    shutil.rmtree(run_dir, ignore_errors=True)
+    os.makedirs(os.path.dirname(run_dir), exist_ok=True)
+    build = baseline_command if method in BASELINE_METHODS else encdiff_command
+    cmd = build(args, method, seed, run_dir)
+    print(f"\n== {method}, seed {seed}: {' '.join(cmd[1:])}", flush=True)
+    t0 = time.time()
+    with open(run_dir + ".log", "w", encoding="utf-8") as log:
+        code = subprocess.run(cmd, cwd=REPO, env=script_env(), stdout=log, stderr=subprocess.STDOUT).returncode
+    print(f"   exit {code} after {time.time() - t0:.0f} s wall-clock", flush=True)
+    if code != 0:
+        with open(run_dir + ".log", encoding="utf-8") as f:
+            print("   " + "   ".join(f.readlines()[-15:]), flush=True)
+    return {"method": method, "seed": seed, "exit_code": code, "command": cmd}
+
+
+# -- reading runs ---------------------------------------------------------------------------------
+def read_log(path: str) -> list[dict]:
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def learning_curve(records: list[dict], batch_size: Optional[int] = None) -> list[dict]:
+    """Validation points with `train_seconds` (validation time excluded) and `images_seen`.
+
+    train_baseline.py logs both. train_encdiff.py logs wall-clock `seconds` since its start on every
+    train step (validation included); the time of each validation is then the gap between the train
+    steps around it less a typical step, and is subtracted from everything after it.
+    """
+    train = {r["step"]: r for r in records if r.get("event") == "train"}
+    validations = [r for r in records if r.get("event") == "validation"]
+    curve = []
+    if validations and "train_seconds" in validations[0]:
+        return [{k: v for k, v in r.items() if k not in ("event", "images")} for r in validations]
+    steps = sorted(train)
+    gaps = np.diff([train[s]["seconds"] for s in steps]) if len(steps) > 1 else np.array([0.0])
+    typical = float(np.median(gaps)) if len(gaps) else 0.0
+    overhead = 0.0
+    for record in validations:
+        step = record["step"]
+        point = {k: v for k, v in record.items() if k not in ("event", "images")}
+        if step in train:
+            point["train_seconds"] = round(train[step]["seconds"] - overhead, 3)
+            point["images_seen"] = train[step].get("images_seen", step * (batch_size or 0))
+        if step + 1 in train and step in train:
+            overhead += max(0.0, train[step + 1]["seconds"] - train[step]["seconds"] - typical)
+        curve.append(point)
+    return curve
+
+
+def collect(args, methods: list[str]) -> list[dict]:
+    """Every run's learning curve (runs that left no log are reported with an empty curve)."""
+    runs = []
+    for method in methods:
+        for seed in range(args.seeds):
+            run_dir = os.path.join(args.output_dir, "runs", method, f"seed{seed}")
+            log = os.path.join(run_dir, "logs", "train_log.jsonl")
+            curve = learning_curve(read_log(log)) if os.path.exists(log) else []
+            runs.append({"method": method, "seed": seed, "run_dir": os.path.relpath(run_dir, args.output_dir),
+                         "curve": curve, "final": curve[-1] if curve else None})
+    return runs
+
+
+def summarise(runs: list[dict]) -> dict[str, dict[str, Any]]:
+    """Per method: mean and std (ddof=0) over seeds of the final validation's numbers."""
+    summary: dict[str, dict[str, Any]] = {}
+    for method in dict.fromkeys(r["method"] for r in runs):
+        finals = [r["final"] for r in runs if r["method"] == method and r["final"]]
+        entry: dict[str, Any] = {"seeds": len(finals)}
+        for key in (*METRIC_KEYS, "train_seconds", "images_seen"):
+            values = [f[key] for f in finals if f.get(key) is not None]
+            if values:
+                entry[key] = {"mean": float(np.mean(values)), "std": float(np.std(values)), "n": len(values)}
+        summary[method] = entry
+    return summary
+
+
+def label(method: str) -> str:
+    if method in LABELS:
+        return LABELS[method]
+    return "EncDiff " + method.removeprefix("encdiff_").replace("_", "-")
+
+
+def markdown_table(summary: dict[str, dict[str, Any]]) -> str:
+    """The results table; mean ± std when a method has more than one seed."""
+    def cell(entry: dict, key: str, fmt: str = "{:.3f}") -> str:
+        if key not in entry:
+            return "–"
+        value = entry[key]
+        text = fmt.format(value["mean"])
+        return text + (" ± " + fmt.format(value["std"]) if value["n"] > 1 else "")
+
+    lines = ["| method | seeds | train s | images seen | FactorVAE | DCI | completeness | informativeness | MIG |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for method, entry in summary.items():
+        lines.append(f"| {label(method)} | {entry['seeds']} | {cell(entry, 'train_seconds', '{:.0f}')} | "
+                     f"{cell(entry, 'images_seen', '{:.0f}')} | {cell(entry, 'factor_vae')} | "
+                     f"{cell(entry, 'dci_disentanglement')} | {cell(entry, 'dci_completeness')} | "
+                     f"{cell(entry, 'dci_informativeness')} | {cell(entry, 'mig')} |")
+    return "\n".join(lines)
+
+
+def plot_curves(runs: list[dict], path: str, title: str) -> None:
+    """FactorVAE and DCI against training seconds and images seen; one colour per method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 2, figsize=(11, 8), sharey="row")
+    methods = list(dict.fromkeys(r["method"] for r in runs))
+    colours = {m: plt.get_cmap("tab10")(i % 10) for i, m in enumerate(methods)}
+    for run in runs:
+        points = [p for p in run["curve"] if p.get("train_seconds") is not None]
+        if not points:
+            continue
+        for row, metric in enumerate(("factor_vae", "dci_disentanglement")):
+            for col, x_key in enumerate(("train_seconds", "images_seen")):
+                axes[row, col].plot([p[x_key] for p in points], [p.get(metric, np.nan) for p in points],
+                                    marker="o", ms=3, color=colours[run["method"]], alpha=0.9 if run["seed"] == 0 else 0.5,
+                                    label=label(run["method"]) if run["seed"] == 0 else None)
+    for row, name in enumerate(("FactorVAE score", "DCI disentanglement")):
+        axes[row, 0].set_ylabel(name)
+        for col, x_name in enumerate(("training seconds (validation excluded)", "images seen")):
+            axes[row, col].set_xlabel(x_name)
+            axes[row, col].grid(alpha=0.3)
+    axes[0, 0].legend(loc="best", fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    tmp = path + ".tmp.png"
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+# -- grids ----------------------------------------------------------------------------------------
+def collect_grids(args, methods: list[str]) -> dict[str, dict[str, str]]:
+    """Copy each method's seed-0 swap grid (and traversal grid) into output_dir/grids."""
+    grids_dir = os.path.join(args.output_dir, "grids")
+    os.makedirs(grids_dir, exist_ok=True)
+    grids: dict[str, dict[str, str]] = {}
+    for method in methods:
+        run_dir = os.path.join(args.output_dir, "runs", method, "seed0")
+        if not os.path.exists(os.path.join(run_dir, "swap.png")):
+            continue
+        if method not in BASELINE_METHODS and not os.path.exists(os.path.join(run_dir, "traversal.png")):
+            try:
+                encdiff_traversal(args, run_dir)
+            except Exception as err:  # a missing traversal must not lose the report
+                print(f"   no traversal grid for {method}: {err}", flush=True)
+        for kind in ("swap", "traversal"):
+            source = os.path.join(run_dir, f"{kind}.png")
+            if os.path.exists(source):
+                target = os.path.join(grids_dir, f"{method}_{kind}.png")
+                shutil.copyfile(source, target)
+                grids.setdefault(method, {})[kind] = os.path.relpath(target, args.output_dir)
+    return grids
+
+
+def encdiff_traversal(args, run_dir: str, num_images: int = 8, num_values: int = 8) -> None:
+    """traversal.png of a finished EncDiff run: row k sweeps concept k of a held image over the range
+    concept k takes on a few held images (same images as the baselines' grids)."""
+    import torch
+
+    from encdiff_pipeline.data import load_factor_dataset
+    from encdiff_pipeline.pipeline_encdiff import EncDiffPipeline
+    from encdiff_pipeline.visualization import image_grid
+
+    pipe = EncDiffPipeline.from_pretrained(run_dir)
+    if pipe.encoder.config.token_type != "scalar":
+        return
+    pipe.set_progress_bar_config(disable=True)
+    held = load_factor_dataset("procedural-shapes3d", image_size=args.image_size, factor_sizes=args.held_factor_sizes)
+    rng = np.random.RandomState(0)
+    images = torch.from_numpy(held.get_images(rng.choice(len(held), num_images, replace=False))).permute(0, 3, 1, 2) * 2 - 1
+    concepts = pipe.encode(images)
+    rows = []
+    for k in range(concepts.shape[1]):
+        out = pipe.traverse(images[:1], k, value_range=(float(concepts[:, k].min()), float(concepts[:, k].max())),
+                            num_values=num_values, num_inference_steps=args.inference_steps,
+                            generator=torch.Generator().manual_seed(0), output_type="np")
+        rows.append(out.images)
+    image_grid(np.stack(rows)).save(os.path.join(run_dir, "traversal.png"))
+
+
+# -- main -----------------------------------------------------------------------------------------
+def machine() -> dict[str, Any]:
+    import torch
+
+    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+            "python": platform.python_version()}
+
+
+def report(args, methods: list[str], skipped: list[str], launches: list[dict]) -> dict:
+    runs = collect(args, methods)
+    summary = summarise(runs)
+    grids = collect_grids(args, methods)
+    settings = {k: v for k, v in vars(args).items() if k not in ("report_only",)}
+    results = {"settings": settings, "machine": machine(), "skipped": skipped, "launches": launches,
+               "summary": summary, "grids": grids, "runs": runs}
+    title = (f"procedural Shapes3D {args.image_size}x{args.image_size}, {args.budget_minutes:g} min training per method, "
+             f"{args.seeds} seed(s); metrics on a {int(np.prod(args.held_factor_sizes))}-point held grid")
+    table = markdown_table(summary)
+    notes = [f"Budget {args.budget_minutes:g} min of training per method and seed; metrics (FactorVAE, DCI, MIG; "
+             f"{args.metric_num_train} train / {args.metric_num_eval} eval samples) on a held sub-grid "
+             f"{args.held_factor_sizes} every ~{args.eval_every_minutes:g} min; final validation shown"
+             + ("; mean ± std over seeds" if args.seeds > 1 else "") + ".",
+             f"Machine: {results['machine']['processor']}, {results['machine']['cpu_count']} CPUs, "
+             f"torch {results['machine']['torch']}."]
+    notes += [f"Skipped: {s}" for s in skipped]
+    failed = [f"{l['method']} seed {l['seed']} (exit {l['exit_code']})" for l in launches if l["exit_code"] != 0]
+    notes += [f"Failed: {', '.join(failed)} — see runs/METHOD/seedS.log"] if failed else []
+    markdown = f"# Disentanglement on procedural Shapes3D\n\n{table}\n\n" + "\n".join(f"- {n}" for n in notes)
+    markdown += "\n\n![learning curves](learning_curves.png)\n"
+    for method, paths in grids.items():
+        markdown += "".join(f"\n{label(method)} {kind}: ![{method} {kind}]({path})\n" for kind, path in paths.items())
+    os.makedirs(args.output_dir, exist_ok=True)
+    for name, text in (("results.json", json.dumps(results, indent=2, default=str)), ("results.md", markdown)):
+        tmp = os.path.join(args.output_dir, name + ".tmp")
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, os.path.join(args.output_dir, name))
+    plot_curves(runs, os.path.join(args.output_dir, "learning_curves.png"), title)
+    print("\n" + table + "\n" + "\n".join(notes), flush=True)
+    print(f"\nwrote {os.path.join(args.output_dir, 'results.md')}, results.json, learning_curves.png, grids/", flush=True)
+    return results
+
+
+def main(args: argparse.Namespace) -> dict:
+    methods, skipped = plan_methods(args)
+    for line in skipped:
+        print(f"skipped: {line}", flush=True)
+    launches = []
+    if not args.report_only:
+        total = len(methods) * args.seeds * args.budget_minutes
+        print(f"training {methods} x {args.seeds} seed(s), {args.budget_minutes:g} min each: at least "
+              f"{total:g} min plus validation", flush=True)
+        for seed in range(args.seeds):
+            for method in methods:
+                launches.append(run(args, method, seed))
+    elif os.path.exists(os.path.join(args.output_dir, "results.json")):
+        with open(os.path.join(args.output_dir, "results.json"), encoding="utf-8") as f:
+            launches = json.load(f).get("launches", [])
+    return report(args, methods, skipped, launches)
+
+
+if __name__ == "__main__":
+    main(parse_args())

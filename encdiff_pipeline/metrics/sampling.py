@@ -1,0 +1,147 @@
+"""Draw (codes, factors) pairs from a factor dataset, consuming a `RandomState` like disentanglement_lib.
+
+A *representation* is either
+
+- a callable `observations -> codes (num, N)`, called on what the dataset's
+  `sample_observations_from_factors` returns (images, or grid indices for a `FactorGrid`), or
+- a precomputed table `(len(dataset), N)`: row `i` is the code of grid point `i`, looked up with
+  `dataset.factors_to_index(factors)` (how EncDiff evaluates: every image is encoded once).
+
+Sampling draws `dataset.sample_factors(batch, random_state)` batch by batch with the batch sizes of
+the published protocol, so the stream of random numbers, hence the sampled points, are those of
+disentanglement_lib v1.5. With a table, observations are not rendered: this is exact for every
+dataset whose observations are a function of the factors (all datasets of this package and the
+standard Shapes3D / dSprites / MPI3D / Cars3D loaders). Codes are returned as rows `(num, N)`
+(disentanglement_lib works on the transpose).
+
+Example:
+    >>> import numpy as np
+    >>> from encdiff_pipeline.data import FactorGrid
+    >>> grid = FactorGrid([4, 5])
+    >>> table = grid.index_to_factors(np.arange(len(grid))).astype(float)
+    >>> codes, factors = sample_codes_and_factors(grid, table, 32, np.random.RandomState(0))
+    >>> bool((codes == factors).all())
+    True
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Union
+
+import numpy as np
+
+Representation = Union[Callable[[Any], Any], np.ndarray]
+
+# The callable is fed this many observations at a time (the draws stay in the reference's batches).
+ENCODE_CHUNK = 1024
+
+
+def check_representation(dataset, representation: Representation) -> Representation:
+    """Validate a representation; return it (a table as a float64 array).
+
+    Raises:
+        ValueError: a table of the wrong shape, or with NaN / infinite entries.
+    """
+    if callable(representation) and not isinstance(representation, np.ndarray):
+        return representation
+    table = np.asarray(representation, dtype=np.float64)
+    if table.ndim != 2 or table.shape[0] != len(dataset):
+        raise ValueError(
+            f"a representation table must have shape (len(dataset), N) = ({len(dataset)}, N), "
+            f"got {table.shape}"
+        )
+    if table.shape[1] == 0:
+        raise ValueError("the representation has no dimension (N = 0)")
+    finite = np.isfinite(table)
+    if not finite.all():
+        bad = np.flatnonzero(~finite.all(axis=1))
+        raise ValueError(
+            f"the representation table has NaN or infinite values in {bad.size} rows "
+            f"(first: row {bad[0]}); fix the encoder output before scoring"
+        )
+    return table
+
+
+def _as_codes(codes, num: int) -> np.ndarray:
+    codes = np.asarray(codes, dtype=np.float64)
+    if codes.ndim == 1:
+        codes = codes[:, None]
+    if codes.ndim != 2 or codes.shape[0] != num:
+        raise ValueError(f"the representation function must return codes (num={num}, N), got {codes.shape}")
+    if not np.isfinite(codes).all():
+        raise ValueError("the representation function returned NaN or infinite codes")
+    return codes
+
+
+def codes_of(dataset, representation: Representation, factors: np.ndarray, random_state) -> np.ndarray:
+    """Codes (num, N) of the given factor vectors (num, K)."""
+    if isinstance(representation, np.ndarray):
+        return representation[dataset.factors_to_index(factors)]
+    observations = dataset.sample_observations_from_factors(factors, random_state)
+    return _as_codes(representation(observations), len(factors))
+
+
+class CodeCollector:
+    """Collects factor batches in drawing order and returns their codes in one go.
+
+    A table is looked up once at the end; for a callable the observations are rendered as each
+    batch is drawn (in case rendering consumes the random state) and encoded `ENCODE_CHUNK` at a time.
+    """
+
+    def __init__(self, dataset, representation: Representation):
+        self.dataset = dataset
+        self.representation = representation
+        self.table = isinstance(representation, np.ndarray)
+        self.factors: list[np.ndarray] = []
+        self.pending: list = []
+        self.pending_num = 0
+        self.codes: list[np.ndarray] = []
+
+    def add(self, factors: np.ndarray, random_state) -> None:
+        if self.table:
+            self.factors.append(factors)
+            return
+        self.pending.append(self.dataset.sample_observations_from_factors(factors, random_state))
+        self.pending_num += len(factors)
+        if self.pending_num >= ENCODE_CHUNK:
+            self._encode_pending()
+
+    def _encode_pending(self) -> None:
+        if not self.pending:
+            return
+        observations = np.concatenate([np.asarray(o) for o in self.pending], axis=0)
+        self.codes.append(_as_codes(self.representation(observations), self.pending_num))
+        self.pending, self.pending_num = [], 0
+
+    def result(self) -> np.ndarray:
+        """Codes (total, N) of every batch added, in order."""
+        if self.table:
+            if not self.factors:
+                return np.zeros((0, self.representation.shape[1]))
+            factors = np.concatenate(self.factors, axis=0)
+            self.factors = []
+            return self.representation[self.dataset.factors_to_index(factors)]
+        self._encode_pending()
+        codes, self.codes = np.concatenate(self.codes, axis=0), []
+        return codes
+
+
+def sample_codes_and_factors(
+    dataset, representation: Representation, num_points: int, random_state, batch_size: int = 16
+) -> tuple[np.ndarray, np.ndarray]:
+    """`num_points` codes (num, N) and their factors (num, K), drawn in batches of `batch_size`.
+
+    Same random stream as disentanglement_lib's `utils.generate_batch_factor_code`.
+    """
+    if num_points < 1 or batch_size < 1:
+        raise ValueError(f"num_points and batch_size must be positive, got {num_points}, {batch_size}")
+    representation = check_representation(dataset, representation)
+    collector = CodeCollector(dataset, representation)
+    factors = []
+    done = 0
+    while done < num_points:
+        num = min(num_points - done, batch_size)
+        batch = dataset.sample_factors(num, random_state)
+        factors.append(batch)
+        collector.add(batch, random_state)
+        done += num
+    return collector.result(), np.concatenate(factors, axis=0)

@@ -1,0 +1,101 @@
+"""Cross-attention capture: same outputs as diffusers' processors, right probabilities, restore on exit."""
+import pytest
+import torch
+from diffusers.models.attention_processor import Attention, AttnProcessor, AttnProcessor2_0
+
+from encdiff_pipeline.models import (
+    AttentionCaptureProcessor,
+    AttentionStore,
+    aggregate_attention_maps,
+    capture_cross_attention,
+    cross_attention_layers,
+    unet_from_preset,
+)
+
+
+def tiny_unet_and_inputs(seed=0, tokens=5):
+    torch.manual_seed(seed)
+    unet = unet_from_preset("tiny").eval()
+    g = torch.Generator().manual_seed(seed + 1)
+    x = torch.randn(3, 3, 8, 8, generator=g)
+    t = torch.tensor([10, 500, 990])
+    ctx = torch.randn(3, tokens, 16, generator=g)
+    return unet, x, t, ctx
+
+
+@pytest.mark.parametrize("default", [AttnProcessor2_0, AttnProcessor])
+def test_capture_output_equals_default_processor(default):
+    unet, x, t, ctx = tiny_unet_and_inputs()
+    unet.set_attn_processor(default())
+    with torch.no_grad():
+        expected = unet(x, t, encoder_hidden_states=ctx).sample
+        with capture_cross_attention(unet) as store:
+            captured = unet(x, t, encoder_hidden_states=ctx).sample
+        unet.set_attn_processor(AttentionCaptureProcessor())  # not recording: the SDPA path, everywhere
+        plain = unet(x, t, encoder_hidden_states=ctx).sample
+    torch.testing.assert_close(captured, expected, rtol=0, atol=1e-5)
+    torch.testing.assert_close(plain, expected, rtol=0, atol=1e-5)
+    assert len(store.maps) == len(cross_attention_layers(unet)) == 4  # down, mid, 2 x up
+
+
+def test_recorded_probabilities():
+    unet, x, t, ctx = tiny_unet_and_inputs(tokens=7)
+    with torch.no_grad(), capture_cross_attention(unet) as store:
+        unet(x, t, encoder_hidden_states=ctx)
+    sizes = [size for _, size in store.maps]
+    assert sizes == [(8, 8), (4, 4), (8, 8), (8, 8)]  # down at 8x8, mid at 4x4, up at 8x8 (x2)
+    for probs, (h, w) in store.maps:
+        assert probs.shape == (3, 2, h * w, 7)
+        torch.testing.assert_close(probs.sum(-1), torch.ones(3, 2, h * w))
+    maps = aggregate_attention_maps(store, size=(16, 16))
+    assert maps.shape == (3, 7, 16, 16)
+    torch.testing.assert_close(maps.sum(1), torch.ones(3, 16, 16))
+
+
+def test_probabilities_match_a_hand_computation():
+    torch.manual_seed(0)
+    attn = Attention(query_dim=8, cross_attention_dim=4, heads=2, dim_head=4)
+    hidden, ctx = torch.randn(2, 6, 8), torch.randn(2, 3, 4)
+    store = AttentionStore()
+    attn.set_processor(AttentionCaptureProcessor(store, size_of=lambda: (2, 3)))
+    out = attn(hidden, encoder_hidden_states=ctx)
+    q = attn.to_q(hidden).view(2, 6, 2, 4).transpose(1, 2)
+    k = attn.to_k(ctx).view(2, 3, 2, 4).transpose(1, 2)
+    expected = (q @ k.transpose(-1, -2) / 2.0).softmax(-1)  # scale 1/sqrt(4)
+    (probs, size), = store.maps
+    assert size == (2, 3)
+    torch.testing.assert_close(probs, expected)
+    attn.set_processor(AttnProcessor2_0())
+    torch.testing.assert_close(out, attn(hidden, encoder_hidden_states=ctx), rtol=0, atol=1e-6)
+
+
+def test_only_cross_attention_is_replaced_and_everything_is_restored():
+    unet, x, t, ctx = tiny_unet_and_inputs()
+    before = dict(unet.attn_processors)
+    cross = {f"{name}.processor" for name in cross_attention_layers(unet)}
+    assert cross and all(".attn2." in name for name in cross)
+    with capture_cross_attention(unet):
+        inside = unet.attn_processors
+        for name, processor in inside.items():
+            if name in cross:
+                assert isinstance(processor, AttentionCaptureProcessor)
+            else:
+                assert processor is before[name]
+    assert all(unet.attn_processors[name] is p for name, p in before.items())
+    with pytest.raises(RuntimeError, match="boom"):
+        with capture_cross_attention(unet):
+            raise RuntimeError("boom")
+    assert all(unet.attn_processors[name] is p for name, p in before.items())
+    assert not any(m._forward_pre_hooks for m in unet.modules())
+
+
+def test_not_recording_and_errors():
+    unet, x, t, ctx = tiny_unet_and_inputs()
+    with torch.no_grad(), capture_cross_attention(unet, record=False) as store:
+        unet(x, t, encoder_hidden_states=ctx)
+    assert len(store) == 0
+    with pytest.raises(ValueError, match="No attention maps"):
+        aggregate_attention_maps(store, 8)
+    with pytest.raises(ValueError, match="no cross-attention"):
+        with capture_cross_attention(torch.nn.Linear(2, 2)):
+            pass

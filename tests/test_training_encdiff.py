@@ -1,0 +1,194 @@
+"""training/train_encdiff.py and train_autoencoder.py through `accelerate launch`, on tiny configs.
+
+One uninterrupted run, one run killed in the middle of a checkpoint save and resumed from `latest`
+(its losses must equal the uninterrupted run's), a 2-process (CPU, gloo) latent-space run on a
+first stage trained by train_autoencoder.py, and the argument checks (in-process: they stop before
+training).
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TRAIN = os.path.join(ROOT, "training", "train_encdiff.py")
+TRAIN_AE = os.path.join(ROOT, "training", "train_autoencoder.py")
+LAUNCH = [sys.executable, "-m", "accelerate.commands.launch", "--num_machines", "1", "--mixed_precision", "no",
+          "--dynamo_backend", "no", "--num_cpu_threads_per_process", "1"]
+HELD = json.dumps({"image_size": 16, "factor_sizes": [2, 2, 2, 2, 2, 2]})
+COMMON = ["--preset", "tiny", "--train_batch_size", "4", "--seed", "3", "--validation_dataset_options", HELD,
+          "--validation_inference_steps", "2", "--num_validation_images", "2", "--metric_num_train", "100",
+          "--metric_num_eval", "50", "--validation_steps", "100"]
+
+# Run as the training script: dies (SIGKILL) half-way through writing checkpoint-4, after truncating a weight file.
+KILL_IN_SAVE = """
+import os, runpy, signal, sys
+from accelerate import Accelerator
+original = Accelerator.save_state
+def save_state(self, output_dir=None, **kwargs):
+    if output_dir.rstrip("/").endswith("checkpoint-4.tmp"):
+        original(self, output_dir, **kwargs)
+        with open(os.path.join(output_dir, "unet", "diffusion_pytorch_model.safetensors"), "r+b") as f:
+            f.truncate(64)
+        os.kill(os.getpid(), signal.SIGKILL)
+    return original(self, output_dir, **kwargs)
+Accelerator.save_state = save_state
+sys.argv = [sys.argv[1]] + sys.argv[2:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def _env(**extra):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": ROOT, **extra}
+    env.pop("ACCELERATE_USE_CPU", None)
+    env.update(extra)
+    return env
+
+
+def _launch(script_args, launch_args=("--num_processes", "1", "--cpu"), env=None, check=True):
+    proc = subprocess.run([*LAUNCH, *launch_args, *script_args], cwd=ROOT, env=env or _env(),
+                          capture_output=True, text=True, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
+    return proc
+
+
+def _log(run_dir, event="train"):
+    with open(os.path.join(run_dir, "logs", "train_log.jsonl"), encoding="utf-8") as f:
+        return [r for r in map(json.loads, f) if r["event"] == event]
+
+
+def _checkpoints(run_dir):
+    return sorted(n for n in os.listdir(run_dir) if n.startswith("checkpoint-"))
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory):
+    """6 uninterrupted steps: checkpoints every 2 (keep 2), final validation and pipeline."""
+    run = str(tmp_path_factory.mktemp("full") / "run")
+    _launch([TRAIN, *COMMON, "--output_dir", run, "--max_train_steps", "6", "--checkpointing_steps", "2",
+             "--checkpoints_total_limit", "2"])
+    return run
+
+
+def test_full_run_writes_checkpoints_log_images_and_pipeline(full_run):
+    from encdiff_pipeline.pipeline_encdiff import EncDiffPipeline
+
+    assert _checkpoints(full_run) == ["checkpoint-4", "checkpoint-6"]  # the limit deleted checkpoint-2
+    losses = [r["loss"] for r in _log(full_run)]
+    assert [r["step"] for r in _log(full_run)] == [1, 2, 3, 4, 5, 6]
+    assert all(np.isfinite(losses)) and 0.05 < losses[0] < 2.0
+    (validation,) = _log(full_run, "validation")
+    assert validation["step"] == 6 and 0.0 <= validation["mig"] <= 1.0 and 0.0 <= validation["dci_disentanglement"] <= 1.0
+    for name in ("reconstruction", "swap"):
+        assert os.path.getsize(os.path.join(full_run, validation["images"][name])) > 100
+    card = open(os.path.join(full_run, "README.md"), encoding="utf-8").read()
+    assert "swap.png" in card and f"{validation['mig']:.4f}" in card
+    pipe = EncDiffPipeline.from_pretrained(full_run)
+    assert pipe.encoder.config.sample_size == 16 and pipe.vae is None
+    images = torch.rand(2, 3, 16, 16) * 2 - 1
+    assert pipe.encode(images).shape == (2, 4)
+
+
+def test_killed_save_keeps_previous_checkpoint_and_resume_matches(full_run, tmp_path):
+    from encdiff_pipeline.pipeline_encdiff import EncDiffPipeline
+
+    run = str(tmp_path / "run")
+    wrapper = tmp_path / "kill_in_save.py"
+    wrapper.write_text(KILL_IN_SAVE)
+    args = [*COMMON, "--output_dir", run, "--max_train_steps", "6", "--checkpointing_steps", "2", "--checkpoints_total_limit", "2"]
+    killed = _launch([str(wrapper), TRAIN, *args], check=False)
+    assert killed.returncode != 0
+    assert _checkpoints(run) == ["checkpoint-2", "checkpoint-4.tmp"]  # the half-written save is not a checkpoint
+    assert [r["step"] for r in _log(run)] == [1, 2, 3, 4]
+
+    _launch([TRAIN, *args, "--resume_from_checkpoint", "latest"])  # continues from checkpoint-2
+    assert _checkpoints(run) == ["checkpoint-4", "checkpoint-6"]
+    resumed = {r["step"]: r["loss"] for r in _log(run)}  # steps 3 and 4 were logged twice: last wins
+    expected = {r["step"]: r["loss"] for r in _log(full_run)}
+    np.testing.assert_allclose([resumed[s] for s in range(1, 7)], [expected[s] for s in range(1, 7)], rtol=1e-5, atol=1e-6)
+    # same final weights: the resumed pipeline encodes like the uninterrupted one
+    images = torch.rand(3, 3, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    a, b = EncDiffPipeline.from_pretrained(full_run), EncDiffPipeline.from_pretrained(run)
+    torch.testing.assert_close(a.encode(images), b.encode(images), rtol=1e-4, atol=1e-5)
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_autoencoder_then_two_process_latent_run(tmp_path):
+    from encdiff_pipeline.pipeline_encdiff import EncDiffPipeline
+
+    vq = str(tmp_path / "vq")
+    _launch([TRAIN_AE, "--preset", "tiny", "--dataset_options", json.dumps({"image_size": 16}), "--output_dir", vq,
+             "--max_train_steps", "3", "--train_batch_size", "4", "--checkpointing_steps", "2", "--num_validation_images", "4"])
+    (record,) = [r for r in map(json.loads, open(os.path.join(vq, "logs", "train_log.jsonl"))) if r["event"] == "validation"][-1:]
+    assert record["step"] == 3 and record["mse"] > 0 and record["psnr"] == pytest.approx(10 * np.log10(1 / record["mse"]))
+
+    config = tmp_path / "latent_tiny.json"
+    config.write_text(json.dumps({"image_size": 16, "latent": True, "unet_preset": "tiny",
+                                  "encoder": {"num_concepts": 3, "token_dim": 8, "width": 8, "mlp_hidden_dims": [8, 8]},
+                                  "training": {"learning_rate": 1e-3, "lr_warmup_steps": 0}}))
+    run = str(tmp_path / "latent")
+    _launch([TRAIN, *COMMON, "--config", str(config), "--vae_path", vq, "--output_dir", run, "--max_train_steps", "3",
+             "--checkpointing_steps", "2", "--gradient_accumulation_steps", "2", "--train_batch_size", "2"],
+            launch_args=("--multi_gpu", "--num_processes", "2", "--main_process_port", str(_free_port())),
+            env=_env(ACCELERATE_USE_CPU="true"))
+    settings = json.load(open(os.path.join(run, "training_args.json")))
+    assert settings["num_processes"] == 2
+    train = _log(run)
+    assert [r["step"] for r in train] == [1, 2, 3]
+    assert train[-1]["images_seen"] == 3 * 2 * 2 * 2  # steps x batch x processes x accumulation
+    assert _checkpoints(run) == ["checkpoint-2", "checkpoint-3"]
+    pipe = EncDiffPipeline.from_pretrained(run)
+    assert type(pipe.vae).__name__ == "VQModel" and pipe.config.latent_scale != 1.0
+    assert pipe.unet.config.sample_size == 4  # 16x16 pixels, f=4
+
+
+# ---- bad arguments stop before training, with a clear message (in-process: nothing heavy runs) ----
+def _script():
+    spec = importlib.util.spec_from_file_location("train_encdiff_under_test", TRAIN)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--dataset", "no/such-dataset-anywhere"], "cannot load dataset 'no/such-dataset-anywhere'"),
+    (["--dataset_options", '{"image_size": 32}'], "built for 16x16 images but the dataset gives 32x32"),
+    (["--resume_from_checkpoint", "latest"], "nothing to resume"),
+    (["--preset", "paper", "--dataset_options", '{"image_size": 64}'], "pass --vae_path"),
+])
+def test_bad_arguments_stop_before_training(tmp_path, monkeypatch, extra, message):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    script = _script()
+    out = str(tmp_path / "run")
+    with pytest.raises(SystemExit, match=message):
+        script.main(script.parse_args(["--preset", "tiny", "--output_dir", out, "--max_train_steps", "2", *extra]))
+    assert not os.path.exists(os.path.join(out, "checkpoint-1"))
+
+
+def test_output_dir_of_another_run_and_unknown_preset(full_run, tmp_path, capsys):
+    script = _script()
+    with pytest.raises(SystemExit, match="already holds another run"):
+        script.main(script.parse_args(["--preset", "tiny", "--output_dir", full_run, "--max_train_steps", "2"]))
+    with pytest.raises(SystemExit, match="cannot resume .* different settings"):
+        script.main(script.parse_args(["--preset", "tiny", "--output_dir", full_run, "--max_train_steps", "8",
+                                       "--resume_from_checkpoint", "latest", "--seed", "4"]))
+    with pytest.raises(SystemExit):
+        script.parse_args(["--preset", "huge", "--output_dir", str(tmp_path), "--max_train_steps", "2"])
+    assert "unknown --preset 'huge'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        script.parse_args(["--output_dir", str(tmp_path)])
+    assert "--max_train_steps and/or --max_train_minutes" in capsys.readouterr().err

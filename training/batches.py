@@ -1,0 +1,77 @@
+"""Deterministic, resumable training batches rendered a whole batch at a time.
+
+Micro-batch `k` of a run is a pure function of `(seed, k, process_index)`: the items are read off a
+per-epoch permutation (`np.random.default_rng([seed, epoch])`), the global batch of all processes is
+contiguous in it and each process takes its own slice. Resuming at optimizer step `s` therefore just
+starts at micro-batch `s * gradient_accumulation_steps` and sees exactly the data an uninterrupted
+run would have seen. Images come from `dataset.get_images(indices)` (one call per batch: much faster
+than per-item `__getitem__` for the procedural renderer), in a `DataLoader` so workers can render
+ahead.
+
+Example:
+    >>> order = BatchOrder(num_items=1000, batch_size=8, seed=0)
+    >>> order.indices(0).shape
+    (8,)
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+class BatchOrder:
+    """Dataset indices of micro-batch `k` for one process."""
+
+    def __init__(self, num_items: int, batch_size: int, seed: int, num_processes: int = 1, process_index: int = 0):
+        global_batch = batch_size * num_processes
+        if num_items < global_batch:
+            raise ValueError(
+                f"the dataset has {num_items} items, fewer than one global batch "
+                f"({batch_size} per process x {num_processes} processes)"
+            )
+        self.num_items, self.batch_size, self.seed = num_items, batch_size, seed
+        self.num_processes, self.process_index = num_processes, process_index
+        self.batches_per_epoch = num_items // global_batch  # the incomplete tail of an epoch is dropped
+        self._epoch, self._permutation = None, None
+
+    def epoch_of(self, k: int) -> int:
+        return k // self.batches_per_epoch
+
+    def indices(self, k: int) -> np.ndarray:
+        epoch, position = divmod(int(k), self.batches_per_epoch)
+        if epoch != self._epoch:
+            self._permutation = np.random.default_rng([self.seed, epoch]).permutation(self.num_items)
+            self._epoch = epoch
+        start = (position * self.num_processes + self.process_index) * self.batch_size
+        return self._permutation[start : start + self.batch_size]
+
+
+class RenderedBatches(torch.utils.data.Dataset):
+    """Item `j` = micro-batch `first + j`: `(images (B, C, H, W) in [-1, 1], factor classes (B, K), k)`."""
+
+    def __init__(self, dataset, order: BatchOrder, first: int, count: int):
+        self.dataset, self.order, self.first, self.count = dataset, order, first, count
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, j: int):
+        k = self.first + j
+        indices = self.order.indices(k)
+        images = np.asarray(self.dataset.get_images(indices), dtype=np.float32)  # (B, H, W, C) in [0, 1]
+        images = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2) * 2.0 - 1.0
+        return images.contiguous(), torch.from_numpy(self.dataset.index_to_factors(indices)), k
+
+
+def batch_loader(dataset, order: BatchOrder, first: int, count: int, num_workers: int = 0) -> torch.utils.data.DataLoader:
+    """A `DataLoader` over micro-batches `first .. first + count - 1` (already batched: `batch_size=None`)."""
+    return torch.utils.data.DataLoader(
+        RenderedBatches(dataset, order, first, count), batch_size=None, shuffle=False, num_workers=num_workers,
+        persistent_workers=False,
+    )
+
+
+def step_generator(seed: int, k: int, process_index: int) -> torch.Generator:
+    """The torch RNG of micro-batch `k` (noise and timesteps): a pure function of (seed, k, process)."""
+    state = np.random.SeedSequence([seed, k, process_index]).generate_state(1, dtype=np.uint64)[0]
+    return torch.Generator().manual_seed(int(state) & 0x7FFF_FFFF_FFFF_FFFF)

@@ -1,0 +1,43 @@
+"""The four noise schedules EncDiff ablates, as diffusers `DDPMScheduler`s.
+
+Names follow the release (latent-diffusion's `make_beta_schedule`), with beta_start=0.0015 and
+beta_end=0.0155 over T=1000 steps:
+
+| name          | betas                                   | diffusers                              |
+|---------------|-----------------------------------------|----------------------------------------|
+| `linear`      | linspace(sqrt(b0), sqrt(b1))**2 (default)| `beta_schedule="scaled_linear"`        |
+| `sqrt_linear` | linspace(b0, b1)                        | `beta_schedule="linear"`               |
+| `sqrt`        | linspace(b0, b1)**0.5                   | `trained_betas=` (an explicit array)   |
+| `cosine`      | Nichol & Dhariwal, s=0.008, max 0.999   | `beta_schedule="squaredcos_cap_v2"`    |
+
+Note that the release's "linear" is diffusers' "scaled_linear", and its "sqrt_linear" diffusers'
+"linear".
+
+Example:
+    >>> scheduler = make_noise_scheduler("cosine")
+    >>> scheduler.config.beta_schedule
+    'squaredcos_cap_v2'
+"""
+from __future__ import annotations
+
+import numpy as np
+from diffusers import DDPMScheduler
+
+NOISE_SCHEDULES = ("linear", "sqrt_linear", "sqrt", "cosine")
+
+
+def make_noise_scheduler(
+    name: str = "linear", beta_start: float = 0.0015, beta_end: float = 0.0155, num_train_timesteps: int = 1000
+) -> DDPMScheduler:
+    """A `DDPMScheduler` (eps prediction) with one of the release's named schedules."""
+    common = dict(num_train_timesteps=num_train_timesteps, prediction_type="epsilon", clip_sample=False)
+    if name == "linear":
+        return DDPMScheduler(beta_schedule="scaled_linear", beta_start=beta_start, beta_end=beta_end, **common)
+    if name == "sqrt_linear":
+        return DDPMScheduler(beta_schedule="linear", beta_start=beta_start, beta_end=beta_end, **common)
+    if name == "sqrt":
+        betas = np.linspace(beta_start, beta_end, num_train_timesteps, dtype=np.float64) ** 0.5
+        return DDPMScheduler(trained_betas=betas.tolist(), beta_start=beta_start, beta_end=beta_end, **common)
+    if name == "cosine":
+        return DDPMScheduler(beta_schedule="squaredcos_cap_v2", **common)
+    raise ValueError(f"unknown noise schedule {name!r}; expected one of {NOISE_SCHEDULES}")

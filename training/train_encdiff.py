@@ -1,0 +1,423 @@
+#!/usr/bin/env python
+"""Train EncDiff (concept encoder + cross-attention U-Net, diffusion decoder) with accelerate.
+
+    accelerate launch training/train_encdiff.py --dataset procedural-shapes3d --preset small \
+        --output_dir runs/small --max_train_minutes 20 --checkpointing_steps 500
+
+One CPU or many GPUs; resumable (`--resume_from_checkpoint latest` continues the same run: same data
+order, same noise); validation every `--validation_steps` (reconstruction / swap grids as PNG,
+FactorVAE / DCI / MIG of the concepts on a held factor grid, logged to `logs/train_log.jsonl` and to
+tensorboard when installed). At the end `output_dir` is an `EncDiffPipeline` folder with a model card:
+`EncDiffPipeline.from_pretrained(output_dir)`.
+
+The loss is the paper's: mean L1 between the U-Net's and the true noise, with T=1000 and one of the
+four schedules the paper ablates (see noise_schedules.py). AdamW over encoder + U-Net with a linear
+warm-up, EMA of the U-Net only; the saved pipeline carries the EMA U-Net.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from accelerate.logging import get_logger
+from accelerate.utils import ProjectConfiguration, set_seed
+from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel, VQModel
+from diffusers.optimization import get_scheduler
+from diffusers.training_utils import EMAModel
+from tqdm.auto import tqdm
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the helper modules next to this script
+from batches import BatchOrder, batch_loader, step_generator  # noqa: E402
+from checkpointing import check_run_folder, checkpoint_step, save_checkpoint, write_run_settings  # noqa: E402
+from noise_schedules import NOISE_SCHEDULES, make_noise_scheduler  # noqa: E402
+from presets import ENCDIFF_PRESETS, load_preset  # noqa: E402
+from validation import RunLog, concept_metrics, save_validation_images  # noqa: E402
+
+from encdiff_pipeline.models import ConceptEncoderModel, unet_from_preset  # noqa: E402
+from encdiff_pipeline.pipeline_encdiff import EncDiffPipeline  # noqa: E402
+
+logger = get_logger(__name__)
+
+ARGS_FILE = "training_args.json"
+# Arguments that define a run: a resumed run must use the same values.
+RUN_IDENTITY = ("dataset", "dataset_options", "preset", "config", "vae_path", "seed", "train_batch_size",
+                "gradient_accumulation_steps", "num_processes", "beta_schedule", "prediction_type", "loss_type",
+                "learning_rate", "lr_scheduler", "lr_warmup_steps", "adam_weight_decay", "ema_decay")
+PROCEDURAL = "procedural-shapes3d"
+HELD_GRID = [5, 5, 5, 4, 4, 5]  # 10,000 points of the Shapes3D grid, evenly spaced values
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    # data and model
+    p.add_argument("--dataset", default=PROCEDURAL,
+                   help="factor dataset: 'procedural-shapes3d', a file/folder in a supported format, a local `datasets` folder or a Hub id")
+    p.add_argument("--dataset_options", type=json.loads, default={},
+                   help='JSON keyword options for load_factor_dataset, e.g. \'{"factor_sizes": [4,4,4,8,4,15]}\' '
+                        "(procedural data get the preset's image_size unless given)")
+    p.add_argument("--preset", default="small", help=f"model + training preset, one of {sorted(ENCDIFF_PRESETS)}")
+    p.add_argument("--config", default=None, help="JSON file with a custom preset (same keys as presets.py); overrides --preset")
+    p.add_argument("--vae_path", default=None,
+                   help="folder of a trained first stage (VQModel / AutoencoderKL, train_autoencoder.py): diffusion on its latents")
+    p.add_argument("--output_dir", required=True, help="run folder: checkpoints, logs, validation images, final pipeline")
+    p.add_argument("--seed", type=int, default=0, help="seed of initialisation, data order and noise")
+    # optimisation
+    p.add_argument("--train_batch_size", type=int, default=None, help="images per process per micro-batch (default: the preset's)")
+    p.add_argument("--gradient_accumulation_steps", type=int, default=1, help="micro-batches per optimizer step")
+    p.add_argument("--max_train_steps", type=int, default=None, help="stop after this many optimizer steps (in total, across resumes)")
+    p.add_argument("--max_train_minutes", type=float, default=None, help="stop after this many minutes of wall-clock in this launch")
+    p.add_argument("--learning_rate", type=float, default=None, help="AdamW learning rate (default: the preset's)")
+    p.add_argument("--lr_scheduler", default="constant_with_warmup", help="diffusers.optimization.get_scheduler name")
+    p.add_argument("--lr_warmup_steps", type=int, default=None, help="linear warm-up steps (default: the preset's)")
+    p.add_argument("--adam_weight_decay", type=float, default=1e-2, help="AdamW weight decay (torch's default)")
+    p.add_argument("--max_grad_norm", type=float, default=1.0, help="gradient clipping norm (0 = off)")
+    p.add_argument("--ema_decay", type=float, default=None, help="EMA decay of the U-Net weights (default: the preset's)")
+    p.add_argument("--beta_schedule", default=None, choices=NOISE_SCHEDULES,
+                   help="noise schedule, release names (linear = diffusers scaled_linear 0.0015..0.0155); default: the preset's")
+    p.add_argument("--prediction_type", default="epsilon", choices=["epsilon", "sample"], help="U-Net target: the noise (paper) or x0")
+    p.add_argument("--loss_type", default="l1", choices=["l1", "l2"], help="L1 (paper) or L2 on the target")
+    p.add_argument("--mixed_precision", default=None, choices=["no", "fp16", "bf16"], help="overrides accelerate's config")
+    p.add_argument("--dataloader_num_workers", type=int, default=0, help="processes rendering/reading batches ahead")
+    # checkpoints
+    p.add_argument("--checkpointing_steps", type=int, default=500, help="save a resumable checkpoint every K optimizer steps")
+    p.add_argument("--checkpoints_total_limit", type=int, default=None, help="keep at most this many checkpoints (oldest deleted)")
+    p.add_argument("--resume_from_checkpoint", default=None,
+                   help="'latest' or a checkpoint folder of this run (output_dir/checkpoint-N) to continue from")
+    # validation
+    p.add_argument("--validation_steps", type=int, default=None, help="validate every K steps (default: --checkpointing_steps)")
+    p.add_argument("--validation_dataset", default=None, help="held factor dataset for the metrics (default: a 10,000-point procedural sub-grid, or --dataset)")
+    p.add_argument("--validation_dataset_options", type=json.loads, default=None, help="JSON options for the held dataset")
+    p.add_argument("--validation_metrics", default="factor_vae,dci,mig", help="comma list of factor_vae, dci, mig; 'none' to skip")
+    p.add_argument("--metric_num_train", type=int, default=2000, help="training samples / votes of each metric")
+    p.add_argument("--metric_num_eval", type=int, default=1000, help="evaluation samples / votes of FactorVAE and DCI")
+    p.add_argument("--num_validation_images", type=int, default=8, help="images in the reconstruction and swap grids")
+    p.add_argument("--validation_inference_steps", type=int, default=50, help="DDIM steps for the validation grids")
+    # output
+    p.add_argument("--push_to_hub", action="store_true", help="push the final pipeline to the Hub")
+    p.add_argument("--hub_model_id", default=None, help="Hub repo id for --push_to_hub (default: output_dir's name)")
+    p.add_argument("--report_to", default="tensorboard", choices=["tensorboard", "none"],
+                   help="extra tracker besides the JSON-lines log (skipped with a warning when not installed)")
+    args = p.parse_args(argv)
+
+    if args.max_train_steps is None and args.max_train_minutes is None:
+        p.error("give --max_train_steps and/or --max_train_minutes")
+    for name in ("gradient_accumulation_steps", "checkpointing_steps", "metric_num_train", "metric_num_eval",
+                 "num_validation_images", "validation_inference_steps"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name} must be >= 1, got {getattr(args, name)}")
+    if args.resume_from_checkpoint is not None and args.resume_from_checkpoint != "latest":
+        args.resume_from_checkpoint = os.path.join(args.output_dir, os.path.basename(os.path.normpath(args.resume_from_checkpoint)))
+    # fill the preset's training defaults
+    try:
+        preset = load_preset(args.preset, args.config)
+    except ValueError as err:
+        p.error(str(err))
+    defaults = {"learning_rate": 3e-4, "lr_warmup_steps": 500, "beta_schedule": "linear", "train_batch_size": 32,
+                "ema_decay": 0.9999, **preset["training"]}
+    for key, value in defaults.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    if args.validation_steps is None:
+        args.validation_steps = args.checkpointing_steps
+    args.preset_spec = preset
+    return args
+
+
+def load_datasets(args, image_size: int):
+    """The training dataset and the held dataset for metrics; clear errors for unknown sources."""
+    from encdiff_pipeline.data import load_factor_dataset
+
+    def load(source: str, options: dict):
+        if source == PROCEDURAL:
+            options = {"image_size": image_size, **options}
+        try:
+            return load_factor_dataset(source, **options)
+        except Exception as err:  # any failure to open the source is a setup error, reported before training
+            raise SystemExit(f"error: cannot load dataset {source!r} with options {options}: {err}") from err
+
+    train = load(args.dataset, args.dataset_options)
+    if args.validation_dataset is not None:
+        held = load(args.validation_dataset, args.validation_dataset_options or {})
+    elif args.dataset == PROCEDURAL and args.validation_dataset_options is None:
+        held = load(PROCEDURAL, {**args.dataset_options, "factor_sizes": HELD_GRID})
+    else:
+        held = load(args.dataset, args.validation_dataset_options or args.dataset_options)
+    return train, held
+
+
+def build_models(args, image_shape: tuple[int, int, int], vae):
+    """Encoder and U-Net for the preset, checked against the data (and the first stage's latents)."""
+    spec = args.preset_spec
+    name = args.config or f"preset {args.preset!r}"
+    channels, size = image_shape[0], image_shape[1]
+    if size != spec["image_size"]:
+        raise SystemExit(f"error: {name} is built for {spec['image_size']}x{spec['image_size']} images but the dataset "
+                         f"gives {size}x{size}; pick a preset for this size or pass dataset options that match")
+    if spec["latent"] and vae is None:
+        raise SystemExit(f"error: {name} trains on first-stage latents: pass --vae_path (train one with train_autoencoder.py)")
+    encoder = ConceptEncoderModel(in_channels=channels, sample_size=size, **spec["encoder"])
+    if vae is None:
+        unet_shape = (channels, size)
+    else:
+        with torch.no_grad():
+            latents = encode_latents(vae, torch.zeros(1, channels, size, size))
+        unet_shape = (latents.shape[1], latents.shape[2])
+    unet = unet_from_preset(spec["unet_preset"], **{"sample_size": unet_shape[1], "in_channels": unet_shape[0],
+                                                    "out_channels": unet_shape[0],
+                                                    "cross_attention_dim": encoder.config.token_dim, **spec["unet"]})
+    if unet.config.sample_size != unet_shape[1]:
+        raise SystemExit(f"error: {name}'s U-Net is built for {unet.config.sample_size}x{unet.config.sample_size} inputs but "
+                         f"the diffusion space is {unet_shape[1]}x{unet_shape[1]}")
+    return encoder, unet
+
+
+def load_vae(path: str | None):
+    if path is None:
+        return None
+    config_file = os.path.join(path, "config.json")
+    if not os.path.isfile(config_file):
+        raise SystemExit(f"error: --vae_path {path}: no config.json (expected a folder written by train_autoencoder.py)")
+    with open(config_file, encoding="utf-8") as f:
+        class_name = json.load(f).get("_class_name")
+    classes = {"VQModel": VQModel, "AutoencoderKL": AutoencoderKL}
+    if class_name not in classes:
+        raise SystemExit(f"error: --vae_path {path}: a {class_name!r}, expected one of {sorted(classes)}")
+    vae = classes[class_name].from_pretrained(path)
+    vae.requires_grad_(False)
+    return vae.eval()
+
+
+def encode_latents(vae, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Pixels in [-1, 1] -> first-stage latents (VQ: before quantisation; KL: a posterior sample or its mode)."""
+    if isinstance(vae, VQModel):
+        return vae.encode(images).latents
+    dist = vae.encode(images).latent_dist
+    return dist.sample(generator) if generator is not None else dist.mode()
+
+
+def main(args: argparse.Namespace) -> str:
+    project = ProjectConfiguration(project_dir=args.output_dir, logging_dir=os.path.join(args.output_dir, "logs"))
+    tracker = None
+    if args.report_to == "tensorboard":
+        try:
+            import tensorboard  # noqa: F401
+            tracker = "tensorboard"
+        except ImportError:
+            pass
+    accelerator = Accelerator(gradient_accumulation_steps=args.gradient_accumulation_steps,
+                              mixed_precision=args.mixed_precision, log_with=tracker, project_config=project)
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(message)s", level=logging.INFO)
+    if args.report_to == "tensorboard" and tracker is None:
+        logger.warning("tensorboard is not installed: logging to logs/train_log.jsonl only", main_process_only=True)
+
+    # ---- everything that can be wrong with the arguments is checked before training starts ----
+    settings = {**{k: v for k, v in vars(args).items() if k != "preset_spec"}, "num_processes": accelerator.num_processes,
+                "preset_spec": args.preset_spec}
+    resume_from = check_run_folder(args.output_dir, args.resume_from_checkpoint, settings, RUN_IDENTITY, ARGS_FILE)
+    vae = load_vae(args.vae_path)
+    dataset, held = load_datasets(args, args.preset_spec["image_size"])
+    image_shape = tuple(dataset[0][0].shape)
+    set_seed(args.seed)
+    encoder, unet = build_models(args, image_shape, vae)
+    order = BatchOrder(len(dataset), args.train_batch_size, args.seed, accelerator.num_processes, accelerator.process_index)
+    metric_names = [] if args.validation_metrics == "none" else args.validation_metrics.split(",")
+    unknown = set(metric_names) - {"factor_vae", "dci", "mig"}
+    if unknown:
+        raise SystemExit(f"error: unknown --validation_metrics {sorted(unknown)}; expected factor_vae, dci, mig or none")
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        write_run_settings(args.output_dir, settings, ARGS_FILE)
+    if tracker is not None:
+        accelerator.init_trackers("encdiff")
+
+    noise_scheduler = make_noise_scheduler(args.beta_schedule)
+    noise_scheduler.register_to_config(prediction_type=args.prediction_type)
+    latent_scale = 1.0
+    if vae is not None:  # the paper: latents scaled by 1 / std of the first batch (the same batch on every process)
+        first = BatchOrder(len(dataset), args.train_batch_size, args.seed).indices(0)
+        images = torch.from_numpy(dataset.get_images(first)).permute(0, 3, 1, 2) * 2.0 - 1.0
+        with torch.no_grad():
+            latent_scale = float(1.0 / encode_latents(vae, images).float().std())
+        vae.to(accelerator.device)
+
+    ema_unet = EMAModel(unet.parameters(), decay=args.ema_decay, model_cls=UNet2DConditionModel, model_config=unet.config)
+
+    # checkpoints hold models as save_pretrained folders (diffusers' examples), plus the EMA U-Net
+    def save_model_hook(models, weights, output_dir):
+        if accelerator.is_main_process:
+            ema_unet.save_pretrained(os.path.join(output_dir, "unet_ema"))
+            for model in models:
+                model = accelerator.unwrap_model(model)
+                model.save_pretrained(os.path.join(output_dir, "encoder" if isinstance(model, ConceptEncoderModel) else "unet"))
+                weights.pop()
+
+    def load_model_hook(models, input_dir):
+        loaded = EMAModel.from_pretrained(os.path.join(input_dir, "unet_ema"), UNet2DConditionModel)
+        ema_unet.load_state_dict(loaded.state_dict())
+        while models:
+            model = accelerator.unwrap_model(models.pop())
+            is_encoder = isinstance(model, ConceptEncoderModel)
+            cls = ConceptEncoderModel if is_encoder else UNet2DConditionModel
+            saved = cls.from_pretrained(input_dir, subfolder="encoder" if is_encoder else "unet")
+            model.register_to_config(**saved.config)
+            model.load_state_dict(saved.state_dict())
+
+    accelerator.register_save_state_pre_hook(save_model_hook)
+    accelerator.register_load_state_pre_hook(load_model_hook)
+
+    optimizer = torch.optim.AdamW(list(encoder.parameters()) + list(unet.parameters()), lr=args.learning_rate,
+                                  weight_decay=args.adam_weight_decay)
+    lr_scheduler = get_scheduler(args.lr_scheduler, optimizer,
+                                 num_warmup_steps=args.lr_warmup_steps * accelerator.num_processes,
+                                 num_training_steps=(args.max_train_steps or 10**9) * accelerator.num_processes)
+    encoder, unet, optimizer, lr_scheduler = accelerator.prepare(encoder, unet, optimizer, lr_scheduler)
+
+    global_step = 0
+    if resume_from is not None:
+        accelerator.print(f"Resuming from {resume_from}")
+        accelerator.load_state(resume_from)
+        global_step = checkpoint_step(resume_from)
+    ema_unet.to(accelerator.device)
+
+    total_steps = args.max_train_steps or 10**9
+    loader = batch_loader(dataset, order, first=global_step * args.gradient_accumulation_steps,
+                          count=max(0, total_steps - global_step) * args.gradient_accumulation_steps,
+                          num_workers=args.dataloader_num_workers)
+    held_rng = np.random.RandomState(args.seed)
+    held_images = torch.from_numpy(held.get_images(held_rng.choice(len(held), args.num_validation_images, replace=False)))
+    held_images = held_images.permute(0, 3, 1, 2) * 2.0 - 1.0
+    log = RunLog(os.path.join(args.output_dir, "logs", "train_log.jsonl"), accelerator) if accelerator.is_main_process else None
+
+    def validate(step: int) -> dict:
+        """EMA U-Net + encoder as a pipeline: grids and metrics (main process only)."""
+        unwrapped_unet = accelerator.unwrap_model(unet)
+        ema_unet.store(unwrapped_unet.parameters())
+        ema_unet.copy_to(unwrapped_unet.parameters())
+        pipeline = make_pipeline(accelerator.unwrap_model(encoder), unwrapped_unet, noise_scheduler, vae, latent_scale)
+        pipeline.set_progress_bar_config(disable=True)
+        pipeline.encoder.eval()
+        out_dir = os.path.join(args.output_dir, "validation", f"step-{step:06d}")
+        paths = save_validation_images(pipeline, held_images.to(accelerator.device), out_dir,
+                                       args.validation_inference_steps, args.seed)
+        scores = concept_metrics(pipeline.encoder, held, args.seed, metric_names, args.metric_num_train, args.metric_num_eval)
+        pipeline.encoder.train()
+        ema_unet.restore(unwrapped_unet.parameters())
+        record = {"event": "validation", "step": step, **scores, "images": {k: os.path.relpath(v, args.output_dir) for k, v in paths.items()}}
+        with open(os.path.join(out_dir, "metrics.json"), "w", encoding="utf-8") as f:
+            json.dump(record, f, indent=2)
+        log.write(record)
+        accelerator.print(f"step {step}: " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items()))
+        return record
+
+    images_per_step = args.train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps
+    progress = tqdm(total=args.max_train_steps, initial=global_step, desc="steps", disable=not accelerator.is_local_main_process)
+    start_time, last_validation, last_checkpoint, step_loss = time.time(), None, None, 0.0
+    encoder.train()
+    unet.train()
+    for images, _, k in loader:
+        generator = step_generator(args.seed, int(k), accelerator.process_index)
+        images = images.to(accelerator.device)
+        with accelerator.accumulate(encoder, unet):
+            with torch.no_grad():
+                clean = images if vae is None else encode_latents(vae, images, generator) * latent_scale
+            noise = torch.randn(clean.shape, generator=generator).to(clean.device)
+            timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (clean.shape[0],), generator=generator)
+            timesteps = timesteps.to(clean.device)
+            noisy = noise_scheduler.add_noise(clean, noise, timesteps)
+            tokens = encoder(images).tokens
+            prediction = unet(noisy, timesteps, encoder_hidden_states=tokens).sample
+            target = noise if args.prediction_type == "epsilon" else clean
+            loss_fn = F.l1_loss if args.loss_type == "l1" else F.mse_loss
+            loss = loss_fn(prediction.float(), target.float())
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"loss is {loss.item()} at step {global_step + 1}; lower --learning_rate or check the data")
+            step_loss += accelerator.gather(loss.detach()).mean().item() / args.gradient_accumulation_steps
+            accelerator.backward(loss)
+            if accelerator.sync_gradients and args.max_grad_norm > 0:
+                accelerator.clip_grad_norm_(list(encoder.parameters()) + list(unet.parameters()), args.max_grad_norm)
+            optimizer.step()
+            lr_scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+        if not accelerator.sync_gradients:
+            continue
+
+        ema_unet.step(accelerator.unwrap_model(unet).parameters())
+        global_step += 1
+        lr = lr_scheduler.get_last_lr()[0]
+        progress.update(1)
+        progress.set_postfix(loss=f"{step_loss:.4f}", lr=f"{lr:.2e}")
+        if log is not None:
+            log.write({"event": "train", "step": global_step, "loss": step_loss, "lr": lr,
+                       "images_seen": global_step * images_per_step, "epoch": order.epoch_of(int(k)),
+                       "seconds": round(time.time() - start_time, 3)})
+        step_loss = 0.0
+        if global_step % args.checkpointing_steps == 0:
+            save_checkpoint(accelerator, args.output_dir, global_step, args.checkpoints_total_limit)
+            last_checkpoint = global_step
+        if global_step % args.validation_steps == 0:
+            if accelerator.is_main_process:
+                last_validation = validate(global_step)
+            accelerator.wait_for_everyone()
+        if args.max_train_minutes is not None and accelerator.is_main_process \
+                and time.time() - start_time > 60 * args.max_train_minutes:
+            accelerator.set_trigger()
+        if accelerator.check_trigger() or global_step >= total_steps:
+            break
+    progress.close()
+
+    # ---- the end: a last checkpoint (to extend the run later), a last validation, the pipeline ----
+    if last_checkpoint != global_step:
+        save_checkpoint(accelerator, args.output_dir, global_step, args.checkpoints_total_limit)
+    if accelerator.is_main_process:
+        if last_validation is None or last_validation["step"] != global_step:
+            last_validation = validate(global_step)
+        unwrapped_unet = accelerator.unwrap_model(unet)
+        ema_unet.copy_to(unwrapped_unet.parameters())
+        pipeline = make_pipeline(accelerator.unwrap_model(encoder), unwrapped_unet, noise_scheduler, vae, latent_scale)
+        write_pipeline(pipeline, args, last_validation, global_step, images_per_step)
+        if args.push_to_hub:
+            pipeline.push_to_hub(args.hub_model_id or os.path.basename(os.path.normpath(args.output_dir)))
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return args.output_dir
+
+
+def make_pipeline(encoder, unet, noise_scheduler, vae, latent_scale: float) -> EncDiffPipeline:
+    """The inference pipeline of the current weights, sampling with DDIM on the training schedule."""
+    return EncDiffPipeline(encoder=encoder, unet=unet, scheduler=DDIMScheduler.from_config(noise_scheduler.config),
+                           vae=vae, latent_scale=latent_scale)
+
+
+def write_pipeline(pipeline: EncDiffPipeline, args, validation: dict, step: int, images_per_step: int) -> None:
+    """Save the pipeline into output_dir (beside checkpoints and logs) with a model card: metrics and swap grid."""
+    import shutil
+
+    pipeline.encoder.eval()
+    metrics = {k: v for k, v in validation.items() if isinstance(v, float)}
+    dataset_name = os.path.basename(os.path.normpath(args.dataset))
+    pipeline.save_pretrained(args.output_dir, metrics={dataset_name: metrics} if metrics else None)
+    shutil.copyfile(os.path.join(args.output_dir, validation["images"]["swap"]), os.path.join(args.output_dir, "swap.png"))
+    card_path = os.path.join(args.output_dir, "README.md")
+    card = open(card_path, encoding="utf-8").read() if os.path.isfile(card_path) else "# EncDiff\n"
+    rows = "\n".join(f"| {name} | {value:.4f} |" for name, value in metrics.items())
+    card += (f"\n## Training run\n\nTrained with `training/train_encdiff.py` on `{args.dataset}` "
+             f"({args.config or 'preset ' + args.preset}, {args.beta_schedule} schedule, lr {args.learning_rate}): "
+             f"{step} steps, {step * images_per_step} images seen.\n\n"
+             f"Concept metrics on the held factor grid (step {validation['step']}):\n\n| metric | value |\n|---|---|\n{rows}\n\n"
+             "Swap grid (top row: inputs; row k+1: every image given image 0's value of concept k):\n\n![swap grid](swap.png)\n")
+    with open(card_path + ".tmp", "w", encoding="utf-8") as f:
+        f.write(card)
+    os.replace(card_path + ".tmp", card_path)
+
+
+if __name__ == "__main__":
+    main(parse_args())
