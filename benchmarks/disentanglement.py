@@ -62,7 +62,7 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--budget_minutes", type=float, default=20.0, help="training time per method and seed")
     p.add_argument("--eval_every_minutes", type=float, default=None, help="validation interval (default: budget / 4)")
     p.add_argument("--seeds", type=int, default=1, help="seeds per method (0, 1, ...)")
-    p.add_argument("--image_size", type=int, default=32, help="image side; must match the EncDiff preset")
+    p.add_argument("--image_size", type=int, default=None, help="image side (default: the EncDiff preset's)")
     p.add_argument("--metric_num_train", type=int, default=10000, help="metric training samples (protocol: 10000)")
     p.add_argument("--metric_num_eval", type=int, default=5000, help="metric evaluation samples (protocol: 5000)")
     p.add_argument("--held_factor_sizes", default=",".join(map(str, HELD_GRID)),
@@ -99,6 +99,15 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
             args.output_dir = "benchmark_results/disentanglement_smoke"
     if args.eval_every_minutes is None:
         args.eval_every_minutes = args.budget_minutes / 4
+    try:
+        preset_size = load_encdiff_preset(args.encdiff_preset)["image_size"]
+    except ValueError as err:
+        p.error(str(err))
+    uses_encdiff = "encdiff" in args.methods or args.ablations
+    if args.image_size is None:
+        args.image_size = preset_size
+    elif uses_encdiff and args.image_size != preset_size:
+        p.error(f"--image_size {args.image_size}: EncDiff preset {args.encdiff_preset!r} is built for {preset_size}")
     if args.budget_minutes <= 0 or args.eval_every_minutes <= 0 or args.seeds < 1:
         p.error("--budget_minutes and --eval_every_minutes must be > 0 and --seeds >= 1")
     return args
@@ -129,10 +138,13 @@ def plan_methods(args) -> tuple[list[str], list[str]]:
     if needs_encdiff and not flags:
         skipped.append("encdiff and its ablations: training/train_encdiff.py is missing")
         methods = [m for m in methods if m != "encdiff"]
+    default_schedule = load_encdiff_preset(args.encdiff_preset)["training"].get("beta_schedule")
     for group in args.ablations if flags else []:
         for name, (needed, what) in ABLATIONS[group].items():
             missing = [f for f in needed if f not in flags]
-            if missing:
+            if name == f"encdiff_{default_schedule}" and "encdiff" in methods:
+                skipped.append(f"{name}: the same run as encdiff (the {args.encdiff_preset!r} preset's schedule)")
+            elif missing:
                 skipped.append(f"{name} ({what}): train_encdiff.py has no {', '.join(missing)}")
             elif name not in methods:
                 methods.append(name)
@@ -171,7 +183,8 @@ def encdiff_batch_size(args) -> int:
 
 
 def load_encdiff_preset(name: str) -> dict:
-    sys.path.insert(0, TRAINING)
+    if TRAINING not in sys.path:
+        sys.path.insert(0, TRAINING)
     from presets import load_preset  # training/presets.py
 
     return load_preset(name)

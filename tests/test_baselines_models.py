@@ -38,7 +38,7 @@ def test_shapes_and_representation_is_posterior_mean(name):
     out = model(images)
     assert out.latent_mean.shape == out.latent_logvar.shape == out.latent_sample.shape == (5, 4)
     assert out.logits.shape == (5, 3, 16, 16)
-    torch.testing.assert_close(model.representation(images), out.latent_mean)
+    torch.testing.assert_close(model.encode(images), out.latent_mean)
     assert not torch.equal(out.latent_sample, out.latent_mean)  # sampled
     assert torch.equal(model(images, sample_posterior=False).latent_sample, out.latent_mean)
 
@@ -166,7 +166,7 @@ def test_save_load_round_trip(name, tmp_path):
     assert type(loaded) is type(model)
     public = lambda config: {k: v for k, v in config.items() if not k.startswith("_")}  # noqa: E731
     assert public(loaded.config) == public(model.config)
-    torch.testing.assert_close(loaded.representation(images), model.representation(images), rtol=0, atol=0)
+    torch.testing.assert_close(loaded.encode(images), model.encode(images), rtol=0, atol=0)
     torch.testing.assert_close(loaded.decode(torch.ones(2, 4)), model.decode(torch.ones(2, 4)), rtol=0, atol=0)
 
 
@@ -181,11 +181,11 @@ def test_load_baseline_errors_name_the_file(tmp_path):
 def test_bad_inputs_raise_clear_errors():
     model = BetaVAEModel(**TINY)
     with pytest.raises(ValueError, match=r"\(B, 3, 16, 16\)"):
-        model.encode(torch.zeros(2, 3, 64, 64))
+        model.encode_posterior(torch.zeros(2, 3, 64, 64))
     with pytest.raises(ValueError, match=r"\[-1, 1\]"):
-        model.encode(torch.full((2, 3, 16, 16), 255.0))
+        model.encode_posterior(torch.full((2, 3, 16, 16), 255.0))
     with pytest.raises(ValueError, match="finite"):
-        model.encode(torch.full((2, 3, 16, 16), float("nan")))
+        model.encode_posterior(torch.full((2, 3, 16, 16), float("nan")))
     with pytest.raises(ValueError, match=r"\(B, 4\)"):
         model.decode(torch.zeros(2, 5))
     with pytest.raises(ValueError, match="likelihood"):
@@ -200,7 +200,7 @@ def test_swap_and_traverse():
     images = tiny_images(3)
     rows = model.swap(images)
     assert rows.shape == (5, 3, 3, 16, 16) and rows.min() >= 0 and rows.max() <= 1
-    recon = torch.sigmoid(model.decode(model.representation(images)))
+    recon = torch.sigmoid(model.decode(model.encode(images)))
     torch.testing.assert_close(rows[0], recon)
     for i in range(1, 5):  # the source image keeps its own value, so its column is unchanged
         torch.testing.assert_close(rows[i, 0], recon[0])

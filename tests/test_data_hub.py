@@ -92,3 +92,17 @@ def test_celeba_from_hf_dataset():
     assert data.attribute_names == ["Smiling", "Male"] and len(data) == 5
     np.testing.assert_array_equal(data.attributes, attrs.astype(np.int64))
     assert data.get_images([4]).shape == (1, 64, 64, 3)
+
+
+def test_dsprites_export_round_trip(tmp_path):
+    from tests.test_data_files import write_dsprites
+
+    path = tmp_path / "dsprites.npz"
+    imgs, classes, _ = write_dsprites(path, False, np.random.RandomState(5))
+    data = load_factor_dataset(str(path))
+    data.to_hf_dataset(cache_dir=str(tmp_path / "cache")).save_to_disk(str(tmp_path / "hf"))
+    back = load_factor_dataset(str(tmp_path / "hf"))
+    assert back.factor_names == data.factor_names and back.factor_sizes == data.factor_sizes
+    got = back.get_images(np.arange(len(back)))
+    assert got.shape == (144, 8, 8, 1)
+    np.testing.assert_array_equal(got, data.get_images(np.arange(144)))

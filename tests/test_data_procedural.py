@@ -111,3 +111,27 @@ def test_sample_sheet_command(tmp_path):
     sheet = np.asarray(Image.open(out))
     assert sheet.shape[0] == 6 * 32 * 2 and sheet.shape[2] == 3  # six factor rows, magnified twice
     assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_geometry_table_disk_cache(tmp_path):
+    sub = {"factor_sizes": {"floor_hue": 2, "scale": 3, "orientation": 4}}
+    plain = ProceduralShapes3D(image_size=16, **sub)
+    expected = plain.get_images(np.arange(len(plain)))
+    ProceduralShapes3D(image_size=16).precompute(cache_dir=str(tmp_path))  # writes the full table
+    files = list(tmp_path.glob("procedural_shapes3d-16px-ss4-*.npy"))
+    assert len(files) == 1 and not list(tmp_path.glob("*.tmp"))
+    cached = ProceduralShapes3D(image_size=16, **sub).precompute(cache_dir=str(tmp_path))
+    np.testing.assert_array_equal(cached.get_images(np.arange(len(cached))), expected)
+    files[0].write_bytes(b"not an npy file")  # a damaged table is cast again and replaced
+    again = ProceduralShapes3D(image_size=16, **sub).precompute(cache_dir=str(tmp_path))
+    np.testing.assert_array_equal(again.get_images(np.arange(len(again))), expected)
+    assert np.load(files[0]).shape == (8, 4, 15, 256, 3)
+
+
+def test_renderer_from_label_values_matches_dataset(data32):
+    from encdiff_pipeline.data import Shapes3DRenderer
+
+    factors = data32.sample_factors(6, np.random.RandomState(4))
+    values = [data32.factor_values[k][factors[:, k]] for k in range(6)]
+    images = Shapes3DRenderer(image_size=32).render(*values)
+    np.testing.assert_allclose(images, data32.render_factors(factors), atol=1e-6)

@@ -75,7 +75,8 @@ def test_callable_perfect_representation():
 def test_torch_module_and_report_forms():
     a = evaluate(TinyEncoder(), Squares(), metrics=("mig", "sap"), metric_options=SMALL, progress=False)
     b = evaluate(pixel_codes, Squares(), metrics=("mig", "sap"), metric_options=SMALL, progress=False)
-    assert a["metrics"] == pytest.approx(b["metrics"])
+    for name in ("mig", "sap"):
+        assert a["metrics"][name] == pytest.approx(b["metrics"][name], abs=1e-6)
     assert json.loads(json.dumps(a))["metrics"]["mig"]["discrete_mig"] == pytest.approx(a["metrics"]["mig"]["discrete_mig"])
     markdown = a.to_markdown()
     assert "| MIG |" in markdown and "| SAP |" in markdown
@@ -137,7 +138,8 @@ def test_tad_through_evaluate():
     report = evaluate(lambda im: im[:, 0, 0, :] + 0.05 * noise.randn(len(im), 3), Faces(), metrics=("tad",),
                       progress=False)
     tad = report["metrics"]["tad"]
-    assert tad["captured"] == ["Smiling", "Male"] and tad["tad"] > 0.9
+    assert tad["captured"] == ["Smiling", "Male"] and tad["best_auroc"] == {"Smiling": 1.0, "Male": 1.0}
+    assert 0.85 < tad["tad"] < 1.0
     with pytest.raises(ValueError, match="factor dataset"):
         evaluate(pixel_codes, Faces(), metrics=("mig",))
 

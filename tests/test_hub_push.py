@@ -15,14 +15,6 @@ from tests.test_pipeline_encdiff import STEPS, make_tiny_pipeline, seeded, tiny_
 REPO_ID = "someone/encdiff-tiny"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture
 def fake_hub(tmp_path, monkeypatch):
     """Replace huggingface_hub's repo creation, upload and download with a folder per repo."""

@@ -53,14 +53,6 @@ REMOTE_SCRIPT = textwrap.dedent(
 ).replace("STEPS", str(STEPS))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def test_remote_code_loads_without_the_package(tmp_path):
     pipe = make_tiny_pipeline()
     folder = tmp_path / "saved"

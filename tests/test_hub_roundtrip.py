@@ -12,14 +12,6 @@ from encdiff_pipeline.models import concept_encoder
 from tests.test_pipeline_encdiff import STEPS, make_tiny_pipeline, seeded, tiny_images
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def outputs(pipe, images):
     """Everything a pipeline computes, for element-wise comparison."""
     return {

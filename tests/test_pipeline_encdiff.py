@@ -39,15 +39,6 @@ def seeded(seed: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run ~100x faster on one thread on a busy 2-core machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="module")
 def pipe():
     return make_tiny_pipeline()
@@ -233,6 +224,10 @@ def test_visualization_renders_grids_and_heatmaps(pipe):
     assert grid.size == (3 * 8 + 2 * 2, 2 * 8 + 2)
     np.testing.assert_array_equal(np.asarray(grid)[10:18, 10:18], np.asarray(rows[1][1]))
     assert image_grid(torch.rand(4, 3, 8, 8), cols=2, padding=0).size == (16, 16)
+    rows_np = np.random.default_rng(0).random((2, 3, 8, 8, 1))  # (rows, cols, H, W, 1) grey in [0, 1]
+    grey = image_grid(rows_np, padding=0)
+    assert grey.size == (24, 16)
+    np.testing.assert_array_equal(np.asarray(grey)[8:, 16:, 0], (rows_np[1, 2, ..., 0] * 255).round().astype(np.uint8))
     maps = pipe.attention_maps(images)
     overview = attention_grid(images, maps, padding=0)
     assert overview.size == ((1 + NUM_CONCEPTS) * 8, 3 * 8)

@@ -33,7 +33,9 @@ from tqdm.auto import tqdm
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the helper modules next to this script
 from batches import BatchOrder, batch_loader, step_generator  # noqa: E402
 from checkpointing import check_run_folder, checkpoint_step, save_checkpoint, write_run_settings  # noqa: E402
-from validation import RunLog, image_grid  # noqa: E402
+from validation import RunLog  # noqa: E402
+
+from encdiff_pipeline.visualization import image_grid  # noqa: E402
 
 ARGS_FILE = "training_args.json"
 RUN_IDENTITY = ("dataset", "dataset_options", "model_type", "preset", "seed", "train_batch_size", "learning_rate",

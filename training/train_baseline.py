@@ -121,7 +121,7 @@ def save_grids(model, images: torch.Tensor, output_dir: str, num_values: int = 8
     inputs = ((images + 1) / 2).unsqueeze(0)
     paths = {"swap": os.path.join(output_dir, "swap.png"), "traversal": os.path.join(output_dir, "traversal.png")}
     image_grid(torch.cat([inputs, model.swap(images)])).save(paths["swap"])
-    means = model.representation(images)
+    means = model.encode(images)
     rows = [model.traverse(images[:1], k, np.linspace(float(means[:, k].min()), float(means[:, k].max()), num_values))
             for k in range(model.config.num_latents)]
     image_grid(torch.stack(rows)).save(paths["traversal"])

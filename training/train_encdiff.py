@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import os
 import sys
 import time
@@ -114,6 +113,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                  "num_validation_images", "validation_inference_steps"):
         if getattr(args, name) < 1:
             p.error(f"--{name} must be >= 1, got {getattr(args, name)}")
+    unknown = set(args.validation_metrics.split(",")) - {"factor_vae", "dci", "mig", "none"}
+    if unknown:
+        p.error(f"unknown --validation_metrics {sorted(unknown)}; expected a comma list of factor_vae, dci, mig, or none")
     if args.resume_from_checkpoint is not None and args.resume_from_checkpoint != "latest":
         args.resume_from_checkpoint = os.path.join(args.output_dir, os.path.basename(os.path.normpath(args.resume_from_checkpoint)))
     # fill the preset's training defaults
@@ -230,9 +232,6 @@ def main(args: argparse.Namespace) -> str:
     encoder, unet = build_models(args, image_shape, vae)
     order = BatchOrder(len(dataset), args.train_batch_size, args.seed, accelerator.num_processes, accelerator.process_index)
     metric_names = [] if args.validation_metrics == "none" else args.validation_metrics.split(",")
-    unknown = set(metric_names) - {"factor_vae", "dci", "mig"}
-    if unknown:
-        raise SystemExit(f"error: unknown --validation_metrics {sorted(unknown)}; expected factor_vae, dci, mig or none")
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         write_run_settings(args.output_dir, settings, ARGS_FILE)

@@ -3,7 +3,7 @@
 - `save_validation_images`: the reconstruction grid (originals over their reconstructions) and the
   paper's swap grid (row k: every image given image 0's value of concept k) as PNG.
 - `concept_metrics`: encode every image of a held factor dataset once (a representation table),
-  then FactorVAE / DCI / MIG from `encdiff_pipeline.metrics` with (small, configurable) protocol sizes.
+  then FactorVAE / DCI / MIG, with `encdiff_pipeline.evaluate` and small, configurable protocol sizes.
 - `RunLog`: appends one JSON object per line to `logs/train_log.jsonl`, and mirrors scalars to the
   accelerate trackers (tensorboard when installed).
 
@@ -17,22 +17,9 @@ import json
 import os
 from typing import Any
 
-import numpy as np
-import PIL.Image
 import torch
 
-
-def image_grid(rows: list[np.ndarray], pad: int = 2) -> PIL.Image.Image:
-    """Rows of images `(B, H, W, C)` in [0, 1] -> one PIL image, white padding between cells."""
-    cols = max(len(r) for r in rows)
-    h, w, c = rows[0].shape[1:]
-    grid = np.ones((len(rows) * (h + pad) + pad, cols * (w + pad) + pad, c), dtype=np.float32)
-    for i, row in enumerate(rows):
-        for j, image in enumerate(row):
-            y, x = pad + i * (h + pad), pad + j * (w + pad)
-            grid[y : y + h, x : x + w] = image
-    array = (np.clip(grid, 0, 1) * 255).round().astype(np.uint8)
-    return PIL.Image.fromarray(array[..., 0] if c == 1 else array)
+from encdiff_pipeline.visualization import image_grid
 
 
 def save_validation_images(pipeline, images: torch.Tensor, out_dir: str, num_inference_steps: int, seed: int) -> dict[str, str]:
@@ -49,37 +36,30 @@ def save_validation_images(pipeline, images: torch.Tensor, out_dir: str, num_inf
     return paths
 
 
-@torch.no_grad()
 def concept_metrics(encoder, dataset, seed: int, metrics: list[str], num_train: int, num_eval: int,
                     batch_size: int = 256) -> dict[str, float]:
-    """FactorVAE / DCI / MIG of the encoder's concepts on `dataset` (a fresh RandomState(seed) per metric)."""
-    from encdiff_pipeline.metrics import compute_representation_table, dci, factor_vae, mig
+    """FactorVAE / DCI / MIG of the encoder's concepts on `dataset`, with `encdiff_pipeline.evaluate`
+    (every image encoded once, a fresh RandomState(seed) per metric) and smaller protocol sizes."""
+    from encdiff_pipeline.evaluation import evaluate
 
     if not metrics:
         return {}
     was_training = encoder.training
-    encoder.eval()
-    device = next(encoder.parameters()).device
-
-    def encode(images: np.ndarray) -> np.ndarray:
-        x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).to(device) * 2.0 - 1.0
-        return encoder.encode_concepts(x).float().flatten(1).cpu().numpy()
-
-    table = compute_representation_table(dataset, encode, batch_size=batch_size, progress=False)
+    options = {"factor_vae": {"num_train": num_train, "num_eval": num_eval, "num_variance_estimate": num_train},
+               "dci": {"num_train": num_train, "num_test": num_eval}, "mig": {"num_train": num_train}}
+    report = evaluate(encoder, dataset, metrics=metrics, batch_size=batch_size, random_seed=seed,
+                      metric_options={m: options[m] for m in metrics}, progress=False)  # puts the encoder in eval mode
     encoder.train(was_training)
-    results: dict[str, float] = {}
-    if "factor_vae" in metrics:
-        scores = factor_vae(dataset, table, np.random.RandomState(seed), num_train=num_train,
-                            num_eval=num_eval, num_variance_estimate=num_train)
-        results["factor_vae"] = float(scores["eval_accuracy"])
-    if "dci" in metrics:
-        scores = dci(dataset, table, np.random.RandomState(seed), num_train=num_train, num_test=num_eval)
-        results.update(dci_disentanglement=float(scores["disentanglement"]),
-                       dci_completeness=float(scores["completeness"]),
-                       dci_informativeness=float(scores.get("informativeness_test", np.nan)))
-    if "mig" in metrics:
-        results["mig"] = float(mig(dataset, table, np.random.RandomState(seed), num_train=num_train)["discrete_mig"])
-    return results
+    scores, results = {}, report["metrics"]
+    if "factor_vae" in results:
+        scores["factor_vae"] = float(results["factor_vae"]["eval_accuracy"])
+    if "dci" in results:
+        scores.update(dci_disentanglement=float(results["dci"]["disentanglement"]),
+                      dci_completeness=float(results["dci"]["completeness"]),
+                      dci_informativeness=float(results["dci"]["informativeness_test"]))
+    if "mig" in results:
+        scores["mig"] = float(results["mig"]["discrete_mig"])
+    return scores
 
 
 class RunLog:

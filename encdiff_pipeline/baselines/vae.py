@@ -71,7 +71,7 @@ class VAEModel(ModelMixin, ConfigMixin):
         >>> model = BetaVAEModel(sample_size=32, num_latents=10)
         >>> out = model.compute_loss(images)       # images (B, 3, 32, 32) in [-1, 1]
         >>> out.loss.backward()
-        >>> model.representation(images).shape     # posterior means
+        >>> model.encode(images).shape     # posterior means
         torch.Size([B, 10])
     """
 
@@ -103,10 +103,10 @@ class VAEModel(ModelMixin, ConfigMixin):
             raise ValueError(f"images must lie in [-1, 1], got range [{images.min():.3f}, {images.max():.3f}]")
 
     # -- model ------------------------------------------------------------------------------------
-    def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def encode_posterior(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Images (B, C, H, W) in [-1, 1] -> posterior mean and log-variance, each (B, L)."""
         self.check_inputs(images)
-        features = self.trunk(images.to(self.dtype)).flatten(1)
+        features = self.trunk(images.to(device=self.device, dtype=self.dtype)).flatten(1)
         mean, logvar = self.posterior_head(features).chunk(2, dim=1)
         return mean, logvar
 
@@ -119,7 +119,7 @@ class VAEModel(ModelMixin, ConfigMixin):
     def forward(self, images: torch.Tensor, generator: Optional[torch.Generator] = None,
                 sample_posterior: bool = True, return_dict: bool = True) -> VAEOutput | tuple:
         """Encode, sample z = mean + exp(logvar / 2) * eps (or take the mean), decode."""
-        mean, logvar = self.encode(images)
+        mean, logvar = self.encode_posterior(images)
         z = mean
         if sample_posterior:
             eps = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
@@ -130,14 +130,16 @@ class VAEModel(ModelMixin, ConfigMixin):
         return VAEOutput(latent_mean=mean, latent_logvar=logvar, latent_sample=z, logits=logits)
 
     @torch.no_grad()
-    def representation(self, images: torch.Tensor) -> torch.Tensor:
-        """The representation the metrics score: posterior means (B, L)."""
-        return self.encode(images)[0]
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """The representation the metrics score: posterior means (B, L) of images (B, C, H, W) in [-1, 1].
+
+        Like `EncDiffPipeline.encode`, so `encdiff_pipeline.evaluate(model, dataset)` scores a baseline.
+        """
+        return self.encode_posterior(images)[0]
 
     def encode_concepts(self, images: torch.Tensor) -> torch.Tensor:
-        """The posterior means, under `ConceptEncoderModel`'s name: code that scores an encoder's
-        concepts (e.g. the training scripts' validation) scores a baseline unchanged."""
-        return self.representation(images)
+        """`encode` under `ConceptEncoderModel`'s name."""
+        return self.encode(images)
 
     # -- objective --------------------------------------------------------------------------------
     def regulariser(self, output: VAEOutput) -> tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
@@ -168,7 +170,7 @@ class VAEModel(ModelMixin, ConfigMixin):
 
         Returns (1 + len(latent_indices), B, C, H, W) in [0, 1]; row 0 is the plain reconstruction.
         """
-        mean = self.representation(images)
+        mean = self.encode(images)
         indices = range(self.config.num_latents) if latent_indices is None else latent_indices
         rows = [mean]
         for i in indices:
@@ -181,6 +183,6 @@ class VAEModel(ModelMixin, ConfigMixin):
     @torch.no_grad()
     def traverse(self, image: torch.Tensor, latent_index: int, values: Sequence[float]) -> torch.Tensor:
         """Decode `image` (1, C, H, W) with latent `latent_index` set to each value -> (len(values), C, H, W)."""
-        mean = self.representation(image)[:1].repeat(len(values), 1)
+        mean = self.encode(image)[:1].repeat(len(values), 1)
         mean[:, latent_index] = torch.as_tensor(values, dtype=mean.dtype, device=mean.device)
         return torch.sigmoid(self.decode(mean))

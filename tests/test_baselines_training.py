@@ -1,0 +1,145 @@
+"""training/train_baseline.py and the comparison harness benchmarks/disentanglement.py, on tiny settings."""
+import importlib.util
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from encdiff_pipeline.baselines import FactorVAEModel, load_baseline
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def load_script(relative_path: str, name: str):
+    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, relative_path))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+train_baseline = load_script("training/train_baseline.py", "train_baseline")
+harness = load_script("benchmarks/disentanglement.py", "disentanglement_harness")
+
+TINY_GRID = json.dumps({"factor_sizes": [2, 2, 2, 2, 2, 2]})
+
+
+def tiny_args(output_dir, *extra):
+    return train_baseline.parse_args([
+        "--model", "factor_vae", "--output_dir", str(output_dir), "--image_size", "16", "--width", "8",
+        "--num_latents", "3", "--train_batch_size", "4", "--max_train_steps", "4", "--validation_steps", "2",
+        "--dataset_options", TINY_GRID, "--validation_dataset_options", TINY_GRID,
+        "--metric_num_train", "100", "--metric_num_eval", "50", "--num_validation_images", "3", "--logging_steps", "1",
+        *extra])
+
+
+def test_train_baseline_logs_validations_and_saves_model_and_grids(tmp_path):
+    out = tmp_path / "run"
+    validations = train_baseline.main(tiny_args(out, "--gamma", "20"))
+    records = [json.loads(line) for line in (out / "logs" / "train_log.jsonl").read_text().splitlines()]
+    logged = [r for r in records if r["event"] == "validation"]
+    assert [r["step"] for r in logged] == [2, 4] and logged == validations
+    assert [r["images_seen"] for r in logged] == [8, 16]
+    assert 0 < logged[0]["train_seconds"] < logged[1]["train_seconds"] <= logged[1]["seconds"]
+    for r in logged:
+        for key in ("factor_vae", "dci_disentanglement", "dci_completeness", "dci_informativeness", "mig"):
+            assert math.isfinite(r[key]) and 0 <= r[key] <= 1, (key, r[key])
+    train = [r for r in records if r["event"] == "train"]
+    assert [r["step"] for r in train] == [1, 2, 3, 4]
+    assert all(math.isfinite(r["loss"]) and math.isfinite(r["discriminator_loss"]) for r in train)
+
+    model = load_baseline(out / "model")
+    assert isinstance(model, FactorVAEModel)
+    assert (model.config.gamma, model.config.num_latents, model.config.sample_size) == (20.0, 3, 16)
+    # swap grid: inputs, reconstructions, one row per latent; 3 columns of 16 px with 2 px padding
+    assert Image.open(out / "swap.png").size == (3 * 16 + 2 * 2, 5 * 16 + 4 * 2)
+    assert Image.open(out / "traversal.png").size == (8 * 16 + 7 * 2, 3 * 16 + 2 * 2)
+
+    with pytest.raises(SystemExit, match="already holds a run"):
+        train_baseline.main(tiny_args(out))
+
+
+def test_train_baseline_rejects_bad_arguments(tmp_path):
+    with pytest.raises(SystemExit):
+        train_baseline.parse_args(["--model", "beta_vae", "--output_dir", str(tmp_path), "--max_train_steps", "1",
+                                   "--gamma", "10"])
+    with pytest.raises(SystemExit):
+        train_baseline.parse_args(["--model", "beta_vae", "--output_dir", str(tmp_path)])  # no length given
+    with pytest.raises(SystemExit, match="cannot load dataset"):
+        train_baseline.main(train_baseline.parse_args(["--model", "beta_vae", "--output_dir", str(tmp_path / "x"),
+                                                       "--max_train_steps", "1", "--dataset", "no-such-dataset"]))
+
+
+def test_encdiff_learning_curve_excludes_validation_time():
+    # train_encdiff.py logs wall-clock seconds since start; steps take 1 s, validations 10 s (after steps 2, 4)
+    seconds, records, t = {}, [], 0.0
+    for step in range(1, 6):
+        t += 1.0
+        records.append({"event": "train", "step": step, "seconds": t, "images_seen": 32 * step})
+        if step in (2, 4):
+            records.append({"event": "validation", "step": step, "factor_vae": 0.5, "dci_disentanglement": 0.2,
+                            "images": {"swap": "x.png"}})
+            t += 10.0
+    records.append({"event": "validation", "step": 5, "factor_vae": 0.6, "dci_disentanglement": 0.3})
+    curve = harness.learning_curve(records)
+    assert [p["train_seconds"] for p in curve] == [2.0, 4.0, 5.0]
+    assert [p["images_seen"] for p in curve] == [64, 128, 160]
+    assert "images" not in curve[0] and "event" not in curve[0]
+    # train_baseline.py logs train_seconds itself: taken as they are
+    own = [{"event": "validation", "step": 3, "train_seconds": 7.5, "images_seen": 12, "factor_vae": 0.1}]
+    assert harness.learning_curve(own) == [{"step": 3, "train_seconds": 7.5, "images_seen": 12, "factor_vae": 0.1}]
+
+
+def test_summary_table_and_plot(tmp_path):
+    def run(method, seed, fv, dci):
+        final = {"step": 10, "train_seconds": 60.0 + seed, "images_seen": 640, "factor_vae": fv,
+                 "dci_disentanglement": dci, "mig": 0.1}
+        return {"method": method, "seed": seed, "curve": [dict(final, train_seconds=30.0, factor_vae=fv / 2), final],
+                "final": final}
+
+    runs = [run("encdiff", 0, 0.8, 0.5), run("encdiff", 1, 0.6, 0.3), run("beta_vae", 0, 0.7, 0.2),
+            {"method": "factor_vae", "seed": 0, "curve": [], "final": None}]
+    summary = harness.summarise(runs)
+    assert summary["encdiff"]["factor_vae"] == {"mean": pytest.approx(0.7), "std": pytest.approx(0.1), "n": 2}
+    assert summary["factor_vae"] == {"seeds": 0}
+    table = harness.markdown_table(summary)
+    lines = table.splitlines()
+    assert lines[2].startswith("| EncDiff | 2 | 60 ± 0 | 640 ± 0 | 0.700 ± 0.100 | 0.400 ± 0.100 |")
+    assert lines[3].startswith("| β-VAE | 1 | 60 | 640 | 0.700 | 0.200 |")  # one seed: no ± part
+    assert lines[4].startswith("| FactorVAE | 0 | – |")
+    path = tmp_path / "curves.png"
+    harness.plot_curves(runs, str(path), "test")
+    assert Image.open(path).size[0] > 500
+
+
+def test_ablations_missing_from_train_encdiff_are_skipped(monkeypatch):
+    monkeypatch.setattr(harness, "encdiff_flags", lambda: {"--config", "--beta_schedule", "--preset"})
+    args = harness.parse_args(["--methods", "encdiff,beta_vae", "--ablations", "all"])
+    methods, skipped = harness.plan_methods(args)
+    # the small preset trains with the cosine schedule: encdiff_cosine would repeat the encdiff run
+    assert methods == ["encdiff", "beta_vae", "encdiff_linear", "encdiff_sqrt_linear", "encdiff_sqrt", "encdiff_vector"]
+    assert any(s.startswith("encdiff_cosine: the same run as encdiff") for s in skipped)
+    assert any(s.startswith("encdiff_adagn") and "--conditioning" in s for s in skipped)
+    assert any(s.startswith("encdiff_no_diffusion") for s in skipped)
+    cmd = harness.encdiff_command(args, "encdiff_sqrt", 1, "/tmp/x/runs/encdiff_sqrt/seed1")
+    assert cmd[cmd.index("--beta_schedule") + 1] == "sqrt" and cmd[cmd.index("--seed") + 1] == "1"
+    assert cmd[cmd.index("--max_train_minutes") + 1] == "20.0"
+    held = json.loads(cmd[cmd.index("--validation_dataset_options") + 1])
+    assert held["factor_sizes"] == harness.HELD_GRID
+    baseline = harness.baseline_command(args, "beta_vae", 1, "/tmp/x/runs/beta_vae/seed1")
+    assert json.loads(baseline[baseline.index("--validation_dataset_options") + 1])["factor_sizes"] == harness.HELD_GRID
+    assert baseline[baseline.index("--metric_num_train") + 1] == cmd[cmd.index("--metric_num_train") + 1] == "10000"
+
+
+@pytest.mark.slow
+def test_harness_smoke_runs_baselines_end_to_end(tmp_path):
+    args = harness.parse_args(["--smoke", "--methods", "beta_vae,beta_tcvae", "--output_dir", str(tmp_path)])
+    results = harness.main(args)
+    assert [launch["exit_code"] for launch in results["launches"]] == [0, 0]
+    assert results["summary"]["beta_vae"]["seeds"] == 1
+    for name in ("results.json", "results.md", "learning_curves.png", "grids/beta_vae_swap.png",
+                 "grids/beta_tcvae_traversal.png"):
+        assert (tmp_path / name).exists(), name
+    assert np.isfinite(results["summary"]["beta_tcvae"]["dci_disentanglement"]["mean"])

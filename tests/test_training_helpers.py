@@ -1,0 +1,95 @@
+"""The helpers of training/: noise schedules, deterministic batches, run folders, presets (fast, in-process)."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "training"))
+
+from batches import BatchOrder, step_generator  # noqa: E402
+from checkpointing import check_run_folder, latest_checkpoint, list_checkpoints, write_run_settings  # noqa: E402
+from noise_schedules import NOISE_SCHEDULES, make_noise_scheduler  # noqa: E402
+from presets import ENCDIFF_PRESETS, load_preset  # noqa: E402
+
+
+def test_noise_schedules_match_the_release_formulas():
+    b0, b1, T = 0.0015, 0.0155, 1000
+    expected = {
+        "linear": np.linspace(b0**0.5, b1**0.5, T) ** 2,
+        "sqrt_linear": np.linspace(b0, b1, T),
+        "sqrt": np.linspace(b0, b1, T) ** 0.5,
+    }
+    for name, betas in expected.items():
+        np.testing.assert_allclose(make_noise_scheduler(name).betas.numpy(), betas, rtol=1e-5)
+    # cosine (s = 0.008, clipped at 0.999): alpha_bar(t) = cos((t/T + s)/(1 + s) * pi/2)^2
+    s = 0.008
+    alpha_bar = lambda t: np.cos((t / T + s) / (1 + s) * np.pi / 2) ** 2  # noqa: E731
+    t = np.arange(T)
+    cosine = np.minimum(1 - alpha_bar(t + 1) / alpha_bar(t), 0.999)
+    np.testing.assert_allclose(make_noise_scheduler("cosine").betas.numpy(), cosine, rtol=1e-4, atol=1e-7)
+    assert set(NOISE_SCHEDULES) == {"linear", "sqrt_linear", "sqrt", "cosine"}
+    with pytest.raises(ValueError, match="unknown noise schedule 'quadratic'"):
+        make_noise_scheduler("quadratic")
+
+
+def test_batch_order_partitions_each_epoch_across_processes_and_is_a_pure_function():
+    num_items, batch, procs = 50, 4, 2
+    orders = [BatchOrder(num_items, batch, seed=7, num_processes=procs, process_index=r) for r in range(procs)]
+    assert orders[0].batches_per_epoch == 6  # 50 // 8, the tail of 2 items dropped
+    epoch0 = np.concatenate([o.indices(k) for k in range(6) for o in orders])
+    assert len(epoch0) == 48 and len(np.unique(epoch0)) == 48  # no item twice in an epoch
+    epoch1 = np.concatenate([o.indices(k) for k in range(6, 12) for o in orders])
+    assert len(np.unique(epoch1)) == 48 and not np.array_equal(epoch0, epoch1)  # reshuffled
+    fresh = BatchOrder(num_items, batch, seed=7, num_processes=procs, process_index=1)
+    np.testing.assert_array_equal(fresh.indices(9), orders[1].indices(9))  # resuming at k=9 sees the same items
+    assert not np.array_equal(BatchOrder(num_items, batch, seed=8).indices(0), BatchOrder(num_items, batch, seed=7).indices(0))
+    with pytest.raises(ValueError, match="fewer than one global batch"):
+        BatchOrder(7, 4, seed=0, num_processes=2)
+
+
+def test_step_generator_is_keyed_by_seed_step_and_process():
+    draw = lambda *key: torch.randn(5, generator=step_generator(*key))  # noqa: E731
+    torch.testing.assert_close(draw(0, 3, 0), draw(0, 3, 0))
+    for other in [(1, 3, 0), (0, 4, 0), (0, 3, 1)]:
+        assert not torch.allclose(draw(0, 3, 0), draw(*other))
+
+
+def test_run_folder_rules(tmp_path):
+    run = str(tmp_path / "run")
+    settings = {"seed": 1, "dataset": "procedural-shapes3d"}
+    assert check_run_folder(run, None, settings, ["seed"], "args.json") is None  # fresh, missing folder
+    write_run_settings(run, settings, "args.json")
+    with pytest.raises(SystemExit, match="already holds another run"):
+        check_run_folder(run, None, settings, ["seed"], "args.json")
+    with pytest.raises(SystemExit, match=r"nothing to resume .*checkpoints found: none"):
+        check_run_folder(run, "latest", settings, ["seed"], "args.json")
+    for name in ("checkpoint-10", "checkpoint-2", "checkpoint-30.tmp"):
+        os.makedirs(os.path.join(run, name))
+    assert [os.path.basename(c) for c in list_checkpoints(run)] == ["checkpoint-2", "checkpoint-10"]
+    assert check_run_folder(run, "latest", settings, ["seed"], "args.json") == latest_checkpoint(run)
+    assert latest_checkpoint(run).endswith("checkpoint-10")  # numeric order; the .tmp leftover is ignored
+    with pytest.raises(SystemExit, match=r"different settings .*'seed': \(1, 2\)"):
+        check_run_folder(run, "latest", {**settings, "seed": 2}, ["seed"], "args.json")
+
+
+def test_presets_and_config_files(tmp_path):
+    for name in ENCDIFF_PRESETS:
+        preset = load_preset(name)
+        assert preset["unet_preset"] in ("tiny", "small", "paper") and preset["image_size"] in (16, 32, 64)
+    assert load_preset("paper")["latent"] and load_preset("paper")["encoder"]["num_concepts"] == 20
+    config = tmp_path / "c.json"
+    config.write_text(json.dumps({"image_size": 32, "encoder": {"num_concepts": 6}, "unet_preset": "small"}))
+    assert load_preset("tiny", str(config))["encoder"] == {"num_concepts": 6}  # the file wins over --preset
+    config.write_text(json.dumps({"image_size": 32, "encoder": {}, "unet_preset": "small", "lr": 1}))
+    with pytest.raises(ValueError, match=r"unknown keys \['lr'\]"):
+        load_preset(None, str(config))
+    config.write_text("{not json")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        load_preset(None, str(config))
+    with pytest.raises(ValueError, match="no such file"):
+        load_preset(None, str(tmp_path / "missing.json"))
