@@ -141,7 +141,7 @@ def main() -> None:
     if "shapes3d" in args.cases:
         cases.append(("shapes3d 480000x20", FactorGrid(SHAPES3D_SIZES), shapes3d_case()))
 
-    print(f"cores: {os.cpu_count()}   metrics: {' + '.join(names)}")
+    print(f"cores: {os.cpu_count()}   load average: {os.getloadavg()[0]:.1f}   metrics: {' + '.join(names)}")
     figures = []
     for label, grid, table in cases:
         ours_s, ours_v = time_protocol(OURS, grid, table, names)

@@ -74,6 +74,8 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--encdiff_args", default="", help="extra arguments for train_encdiff.py (one string)")
     p.add_argument("--baseline_args", default="", help="extra arguments for train_baseline.py (one string)")
     p.add_argument("--inference_steps", type=int, default=20, help="DDIM steps of EncDiff's swap/traversal grids")
+    p.add_argument("--num_threads", type=int, default=None,
+                   help="OMP_NUM_THREADS of the training processes (default: torch's choice; --smoke: 1)")
     p.add_argument("--output_dir", default="benchmark_results/disentanglement", help="where runs and the report go")
     p.add_argument("--report_only", action="store_true", help="do not train: rebuild the report from output_dir/runs")
     p.add_argument("--smoke", action="store_true",
@@ -94,6 +96,7 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
         args.metric_num_train, args.metric_num_eval, args.inference_steps = 200, 100, 2
         args.held_factor_sizes, args.train_factor_sizes = [2, 2, 2, 2, 2, 2], [2, 2, 2, 2, 2, 3]
         args.encdiff_preset, args.encdiff_images_per_second = "tiny", 8.0
+        args.num_threads = args.num_threads or 1
         args.baseline_args = (args.baseline_args + " --width 16 --train_batch_size 8").strip()
         if args.output_dir == p.get_default("output_dir"):
             args.output_dir = "benchmark_results/disentanglement_smoke"
@@ -114,9 +117,11 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
 
 
 # -- what to run ----------------------------------------------------------------------------------
-def script_env() -> dict[str, str]:
+def script_env(num_threads: Optional[int] = None) -> dict[str, str]:
     """The environment of the training scripts: this checkout importable even without `pip install -e .`."""
     env = dict(os.environ)
+    if num_threads:
+        env["OMP_NUM_THREADS"] = str(num_threads)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [REPO, env.get("PYTHONPATH")]))
     return env
 
@@ -221,7 +226,7 @@ def run(args, method: str, seed: int) -> dict:
     print(f"\n== {method}, seed {seed}: {' '.join(cmd[1:])}", flush=True)
     t0 = time.time()
     with open(run_dir + ".log", "w", encoding="utf-8") as log:
-        code = subprocess.run(cmd, cwd=REPO, env=script_env(), stdout=log, stderr=subprocess.STDOUT).returncode
+        code = subprocess.run(cmd, cwd=REPO, env=script_env(args.num_threads), stdout=log, stderr=subprocess.STDOUT).returncode
     print(f"   exit {code} after {time.time() - t0:.0f} s wall-clock", flush=True)
     if code != 0:
         with open(run_dir + ".log", encoding="utf-8") as f:
@@ -247,9 +252,9 @@ def learning_curve(records: list[dict], batch_size: Optional[int] = None) -> lis
     curve = []
     if validations and "train_seconds" in validations[0]:
         return [{k: v for k, v in r.items() if k not in ("event", "images")} for r in validations]
-    steps = sorted(train)
-    gaps = np.diff([train[s]["seconds"] for s in steps]) if len(steps) > 1 else np.array([0.0])
-    typical = float(np.median(gaps)) if len(gaps) else 0.0
+    validated = {r["step"] for r in validations}
+    gaps = [train[s + 1]["seconds"] - train[s]["seconds"] for s in train if s + 1 in train and s not in validated]
+    typical = float(np.median(gaps)) if gaps else 0.0
     overhead = 0.0
     for record in validations:
         step = record["step"]
@@ -423,6 +428,12 @@ def report(args, methods: list[str], skipped: list[str], launches: list[dict]) -
              + ("; mean ± std over seeds" if args.seeds > 1 else "") + ".",
              f"Machine: {results['machine']['processor']}, {results['machine']['cpu_count']} CPUs, "
              f"torch {results['machine']['torch']}."]
+    for method, entry in summary.items():
+        used = entry.get("train_seconds", {}).get("mean")
+        if used is not None and used < 0.9 * 60 * args.budget_minutes:
+            why = (" (train_encdiff.py's --max_train_minutes counts its validation time too)"
+                   if method not in BASELINE_METHODS else "")
+            notes.append(f"{label(method)} trained {used:.0f} s of the {60 * args.budget_minutes:.0f} s budget{why}.")
     notes += [f"Skipped: {s}" for s in skipped]
     failed = [f"{l['method']} seed {l['seed']} (exit {l['exit_code']})" for l in launches if l["exit_code"] != 0]
     notes += [f"Failed: {', '.join(failed)} — see runs/METHOD/seedS.log"] if failed else []

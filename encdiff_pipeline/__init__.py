@@ -7,6 +7,7 @@ Example:
 """
 __version__ = "0.1.0"
 
+from .evaluation import evaluate  # noqa: E402
 from .models import ConceptEncoderModel, ConceptEncoderOutput  # noqa: E402
 from .pipeline_encdiff import (  # noqa: E402
     EncDiffPipeline,
@@ -23,4 +24,5 @@ __all__ = [
     "EncDiffSwapOutput",
     "EncDiffTraversalOutput",
     "__version__",
+    "evaluate",
 ]

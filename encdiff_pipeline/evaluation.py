@@ -6,7 +6,7 @@ that table with a fresh `np.random.RandomState(random_seed)` — the protocol be
 EncDiff numbers (DESIGN.md §3).
 
 Example:
-    >>> from encdiff_pipeline import evaluate
+    >>> from encdiff_pipeline import evaluate  # doctest: +SKIP
     >>> report = evaluate("path/to/encdiff-shapes3d", dataset="procedural-shapes3d")  # doctest: +SKIP
     >>> print(report.to_markdown())                                                   # doctest: +SKIP
 
@@ -111,8 +111,9 @@ def make_encode_function(model: Any) -> tuple[Callable[[np.ndarray], np.ndarray]
     if hasattr(model, "encode") or hasattr(model, "encode_concepts") or _is_torch_module(model):
         import torch
 
-        if _is_torch_module(model):
-            model.eval()
+        for module in (model, getattr(model, "encoder", None)):
+            if _is_torch_module(module):
+                module.eval()  # BatchNorm statistics, no dropout: the representation is deterministic
         device = _device_of(model)
 
         def encode(images: np.ndarray) -> np.ndarray:

@@ -162,3 +162,33 @@ def test_cli_writes_json_and_markdown(tmp_path, monkeypatch, capsys):
     assert report["model_index"][0]["results"][0]["metrics"][0]["name"] == "FactorVAE score"
     assert "| FactorVAE score | 1.0000 |" in md.read_text()
     assert "FactorVAE score" in capsys.readouterr().out
+
+
+class Squares8(Squares):
+    """The same factors in 8x8 images (the tiny encoder's input size)."""
+
+    def get_images(self, indices):
+        return np.repeat(np.repeat(super().get_images(indices), 2, axis=1), 2, axis=2)
+
+
+def _tiny_pipeline():
+    pipeline_module = pytest.importorskip("encdiff_pipeline.pipeline_encdiff")
+    from encdiff_pipeline.models import ConceptEncoderModel, unet_from_preset
+
+    torch.manual_seed(0)
+    encoder = ConceptEncoderModel(sample_size=8, num_concepts=4, token_dim=8, width=8)
+    unet = unet_from_preset("tiny", sample_size=8, cross_attention_dim=8)
+    return pipeline_module.EncDiffPipeline(encoder=encoder, unet=unet)
+
+
+def test_saved_pipeline_and_its_encoder_give_the_same_report(tmp_path):
+    pipe = _tiny_pipeline()
+    pipe.save_pretrained(tmp_path / "pipe")
+    options = {"mig": SMALL["mig"], "factor_vae": SMALL["factor_vae"]}
+    by_path = evaluate(str(tmp_path / "pipe"), Squares8(), metrics=("mig", "factor_vae"), metric_options=options,
+                       progress=False)
+    by_encoder = evaluate(pipe.encoder, Squares8(), metrics=("mig", "factor_vae"), metric_options=options,
+                          progress=False)
+    assert by_path["representation_dim"] == 4
+    assert by_path["metrics"]["mig"]["discrete_mig"] == pytest.approx(by_encoder["metrics"]["mig"]["discrete_mig"], abs=1e-6)
+    assert by_path["metrics"]["factor_vae"] == by_encoder["metrics"]["factor_vae"]

@@ -6,6 +6,7 @@ from diffusers.models.attention_processor import Attention, AttnProcessor, AttnP
 from encdiff_pipeline.models import (
     AttentionCaptureProcessor,
     AttentionStore,
+    LayerAttention,
     aggregate_attention_maps,
     capture_cross_attention,
     cross_attention_layers,
@@ -99,3 +100,17 @@ def test_not_recording_and_errors():
     with pytest.raises(ValueError, match="no cross-attention"):
         with capture_cross_attention(torch.nn.Linear(2, 2)):
             pass
+
+
+def test_aggregate_keeps_row_major_layout_and_averages_layers():
+    # 2x3 grid, 2 tokens: token 1 owns position (row 0, col 2) = flat index 2, token 0 the rest
+    probs = torch.zeros(1, 2, 6, 2)
+    probs[..., 0] = 1.0
+    probs[:, :, 2] = torch.tensor([0.0, 1.0])
+    uniform = torch.full((1, 4, 6, 2), 0.5)
+    maps = aggregate_attention_maps([LayerAttention(probs, (2, 3)), LayerAttention(uniform, (2, 3))], (2, 3))
+    expected_token1 = torch.tensor([[0.25, 0.25, 0.75], [0.25, 0.25, 0.25]])
+    torch.testing.assert_close(maps[0, 1], expected_token1)
+    torch.testing.assert_close(maps[0, 0], 1 - expected_token1)
+    with pytest.raises(ValueError, match="does not match"):
+        aggregate_attention_maps([LayerAttention(probs, (3, 3))], 4)

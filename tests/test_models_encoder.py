@@ -168,6 +168,8 @@ def test_bad_inputs():
         encoder.concepts_to_tokens(torch.zeros(2, 19))
     with pytest.raises(ValueError, match="expected N=20"):
         encoder.concepts_to_tokens(torch.zeros(20))
+    with pytest.raises(ValueError, match="NaN"):
+        encoder.concepts_to_tokens(torch.full((2, 20), float("nan")))
     with pytest.raises(ValueError, match="token_type"):
         ConceptEncoderModel(token_type="matrix")
     with pytest.raises(ValueError, match="model_type"):

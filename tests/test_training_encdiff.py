@@ -131,7 +131,7 @@ def test_autoencoder_then_two_process_latent_run(tmp_path):
     from encdiff_pipeline.pipeline_encdiff import EncDiffPipeline
 
     vq = str(tmp_path / "vq")
-    _launch([TRAIN_AE, "--preset", "tiny", "--dataset_options", json.dumps({"image_size": 16}), "--output_dir", vq,
+    _launch([TRAIN_AE, "--preset", "tiny", "--image_size", "16", "--output_dir", vq,
              "--max_train_steps", "3", "--train_batch_size", "4", "--checkpointing_steps", "2", "--num_validation_images", "4"])
     (record,) = [r for r in map(json.loads, open(os.path.join(vq, "logs", "train_log.jsonl"))) if r["event"] == "validation"][-1:]
     assert record["step"] == 3 and record["mse"] > 0 and record["psnr"] == pytest.approx(10 * np.log10(1 / record["mse"]))
@@ -192,3 +192,19 @@ def test_output_dir_of_another_run_and_unknown_preset(full_run, tmp_path, capsys
     with pytest.raises(SystemExit):
         script.parse_args(["--output_dir", str(tmp_path)])
     assert "--max_train_steps and/or --max_train_minutes" in capsys.readouterr().err
+
+
+def test_push_to_hub_uploads_pipeline_then_the_run_card(full_run, monkeypatch):
+    import huggingface_hub
+
+    from encdiff_pipeline.pipeline_encdiff import EncDiffPipeline
+
+    calls = []
+    monkeypatch.setattr(EncDiffPipeline, "push_to_hub", lambda self, repo_id, **kw: calls.append(("pipeline", repo_id, kw)) or f"user/{repo_id}")
+    monkeypatch.setattr(huggingface_hub, "upload_file", lambda **kw: calls.append(("file", kw["repo_id"], kw["path_in_repo"])))
+    script = _script()
+    args = script.parse_args(["--preset", "tiny", "--output_dir", full_run, "--max_train_steps", "6", "--push_to_hub"])
+    (validation,) = _log(full_run, "validation")
+    script.push(EncDiffPipeline.from_pretrained(full_run), args, validation)
+    assert calls[0][:2] == ("pipeline", "run") and calls[0][2]["metrics"]["procedural-shapes3d"]["mig"] == validation["mig"]
+    assert calls[1:] == [("file", "user/run", "swap.png"), ("file", "user/run", "README.md")]

@@ -38,7 +38,7 @@ from validation import RunLog  # noqa: E402
 from encdiff_pipeline.visualization import image_grid  # noqa: E402
 
 ARGS_FILE = "training_args.json"
-RUN_IDENTITY = ("dataset", "dataset_options", "model_type", "preset", "seed", "train_batch_size", "learning_rate",
+RUN_IDENTITY = ("dataset", "dataset_options", "image_size", "model_type", "preset", "seed", "train_batch_size", "learning_rate",
                 "num_processes", "kl_weight")
 _F4 = {"down_block_types": ["DownEncoderBlock2D"] * 3, "up_block_types": ["UpDecoderBlock2D"] * 3,
        "latent_channels": 3, "mid_block_add_attention": False}  # three levels: f = 2^2 = 4; no attention (paper)
@@ -53,8 +53,8 @@ AUTOENCODER_PRESETS = {
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--dataset", default="procedural-shapes3d", help="factor dataset source (as for train_encdiff.py)")
-    p.add_argument("--dataset_options", type=json.loads, default={"image_size": 64},
-                   help="JSON keyword options for load_factor_dataset")
+    p.add_argument("--dataset_options", type=json.loads, default={}, help="JSON keyword options for load_factor_dataset")
+    p.add_argument("--image_size", type=int, default=64, help="image size of the procedural dataset (files have their own)")
     p.add_argument("--model_type", default="vq", choices=["vq", "kl"], help="diffusers VQModel or AutoencoderKL")
     p.add_argument("--preset", default="paper", choices=sorted(AUTOENCODER_PRESETS), help="first-stage size (all f=4)")
     p.add_argument("--output_dir", required=True, help="run folder; the trained model is saved at its top level")
@@ -119,10 +119,11 @@ def main(args: argparse.Namespace) -> str:
     accelerator = Accelerator(mixed_precision=args.mixed_precision)
     settings = {**vars(args), "num_processes": accelerator.num_processes}
     resume_from = check_run_folder(args.output_dir, args.resume_from_checkpoint, settings, RUN_IDENTITY, ARGS_FILE)
+    options = {"image_size": args.image_size, **args.dataset_options} if args.dataset == "procedural-shapes3d" else args.dataset_options
     try:
-        dataset = load_factor_dataset(args.dataset, **args.dataset_options)
+        dataset = load_factor_dataset(args.dataset, **options)
     except Exception as err:  # any failure to open the source is a setup error, reported before training
-        raise SystemExit(f"error: cannot load dataset {args.dataset!r} with options {args.dataset_options}: {err}") from err
+        raise SystemExit(f"error: cannot load dataset {args.dataset!r} with options {options}: {err}") from err
     channels, size = dataset[0][0].shape[:2]
     if size % 4:
         raise SystemExit(f"error: image size {size} is not divisible by 4 (the first stage downsamples by f=4)")

@@ -384,7 +384,7 @@ def main(args: argparse.Namespace) -> str:
         pipeline = make_pipeline(accelerator.unwrap_model(encoder), unwrapped_unet, noise_scheduler, vae, latent_scale)
         write_pipeline(pipeline, args, last_validation, global_step, images_per_step)
         if args.push_to_hub:
-            pipeline.push_to_hub(args.hub_model_id or os.path.basename(os.path.normpath(args.output_dir)))
+            push(pipeline, args, last_validation)
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return args.output_dir
@@ -416,6 +416,19 @@ def write_pipeline(pipeline: EncDiffPipeline, args, validation: dict, step: int,
     with open(card_path + ".tmp", "w", encoding="utf-8") as f:
         f.write(card)
     os.replace(card_path + ".tmp", card_path)
+
+
+def push(pipeline: EncDiffPipeline, args, validation: dict) -> None:
+    """Upload the pipeline (the pipeline's own push), then this run's model card and swap grid over its card."""
+    import huggingface_hub
+
+    metrics = {k: v for k, v in validation.items() if isinstance(v, float)}
+    dataset_name = os.path.basename(os.path.normpath(args.dataset))
+    repo_id = pipeline.push_to_hub(args.hub_model_id or os.path.basename(os.path.normpath(args.output_dir)),
+                                   metrics={dataset_name: metrics} if metrics else None)
+    for name in ("swap.png", "README.md"):
+        huggingface_hub.upload_file(path_or_fileobj=os.path.join(args.output_dir, name), path_in_repo=name,
+                                    repo_id=repo_id, commit_message=f"Add the training run's {name}")
 
 
 if __name__ == "__main__":

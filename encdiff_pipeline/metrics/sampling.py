@@ -11,7 +11,8 @@ Sampling draws `dataset.sample_factors(batch, random_state)` batch by batch with
 the published protocol, so the stream of random numbers, hence the sampled points, are those of
 disentanglement_lib v1.5. With a table, observations are not rendered: this is exact for every
 dataset whose observations are a function of the factors (all datasets of this package and the
-standard Shapes3D / dSprites / MPI3D / Cars3D loaders). Codes are returned as rows `(num, N)`
+standard Shapes3D / dSprites / MPI3D / Cars3D loaders; dSprites' constant-colour draw, `randint(1)`,
+consumes no random numbers). Codes are returned as rows `(num, N)`
 (disentanglement_lib works on the transpose).
 
 Example:

@@ -11,8 +11,8 @@ Example:
     >>> from encdiff_pipeline.metrics import sap
     >>> grid = FactorGrid([2, 2])
     >>> table = grid.index_to_factors(np.arange(len(grid))).astype(float)
-    >>> sap(grid, table, np.random.RandomState(0), num_train=400, num_test=200)["SAP_score"]
-    1.0
+    >>> round(sap(grid, table, np.random.RandomState(0), num_train=400, num_test=200)["SAP_score"], 3)  # 1 - chance
+    0.465
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ from .sampling import Representation, sample_codes_and_factors
 def _svc_accuracy(code_train, y_train, code_test, y_test) -> float:
     if np.unique(y_train).size < 2:
         return 0.0  # nothing to separate: a constant factor is predicted by no code better than another
-    classifier = LinearSVC(C=0.01, class_weight="balanced")
+    classifier = LinearSVC(C=0.01, class_weight="balanced", random_state=0)  # seeded: reproducible reports
     classifier.fit(code_train[:, None], y_train)
     return float(np.mean(classifier.predict(code_test[:, None]) == y_test))
 

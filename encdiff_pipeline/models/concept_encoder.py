@@ -265,15 +265,14 @@ class ConceptEncoderModel(ModelMixin, ConfigMixin):
     def concepts_to_tokens(self, concepts: torch.Tensor) -> torch.Tensor:
         """Concepts `(B, N)` -> tokens `(B, N, d)`; the identity (after a shape check) for "vector"."""
         n, d = self.config.num_concepts, self.config.token_dim
-        if self.config.token_type == "vector":
-            if concepts.ndim != 3 or tuple(concepts.shape[1:]) != (n, d):
-                raise ValueError(f"concepts must have shape (B, {n}, {d}) (expected N={n}), got {tuple(concepts.shape)}.")
-            return concepts
-        if concepts.ndim != 2 or concepts.shape[1] != n:
-            raise ValueError(f"concepts must have shape (B, {n}) (expected N={n}), got {tuple(concepts.shape)}.")
+        vector = self.config.token_type == "vector"
+        expected = (n, d) if vector else (n,)
+        if concepts.ndim != 1 + len(expected) or tuple(concepts.shape[1:]) != expected:
+            shape = ", ".join(map(str, ("B", *expected)))
+            raise ValueError(f"concepts must have shape ({shape}) (expected N={n}), got {tuple(concepts.shape)}.")
         if not torch.isfinite(concepts).all():
             raise ValueError("concepts contain NaN or infinite values.")
-        return self.token_mlp(concepts.to(self.dtype))
+        return concepts if vector else self.token_mlp(concepts.to(self.dtype))
 
     def forward(self, images: torch.Tensor, return_dict: bool = True) -> ConceptEncoderOutput | tuple:
         """Encode images `(B, C, H, W)` in [-1, 1] to concepts and tokens."""
