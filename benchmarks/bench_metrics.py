@@ -16,8 +16,16 @@ it, install it in a throwaway virtualenv (never the project's python):
 `--reference` maps `gin.tf` onto gin (translating the old `blacklist=` keyword) before importing
 the metric modules, and binds the published gin settings (20 histogram bins, prune threshold 0.05).
 
+DCI runs with `dci.DEFAULT_BACKEND` ("numpy", metrics/gradient_boosting.py). `--dci-backends`
+also times one DCI call per case with each backend ("numpy" and "sklearn", the classifier the
+reference fits) and prints the full protocol's speed-up over the same protocol with sklearn's
+classifier, which costs what the reference costs (DCI is ~90% of it). `--dci-size 10000` adds a
+10,000 x 20 Shapes3D-like table (grid [10, 10, 10, 8, 4, 15]: 10,000 distinct codes, no grid
+duplicates) for that comparison; sklearn takes minutes there.
+
 Usage:
     python3 benchmarks/bench_metrics.py [--cases fixtures shapes3d] [--reference] [--skip-dci]
+                                         [--dci-backends] [--dci-size 10000]
 """
 from __future__ import annotations
 
@@ -33,6 +41,10 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from encdiff_pipeline.data import FactorGrid  # noqa: E402
 from encdiff_pipeline.metrics import dci, factor_vae, mig, modularity_explicitness, sap  # noqa: E402
+from encdiff_pipeline.metrics.dci import compute_importance_gbt  # noqa: E402
+import importlib  # noqa: E402
+
+dci_module = importlib.import_module("encdiff_pipeline.metrics.dci")
 
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "fixtures",
                         "disentanglement_lib", "grid_4_5_3_6.npz")
@@ -117,12 +129,35 @@ def time_protocol(functions, dataset, representation, names) -> tuple[dict, dict
     return seconds, values
 
 
+def time_dci_backends(dataset, representation) -> dict:
+    """Seconds of one DCI call per backend (one thread each, interleaved) and the headline values."""
+    seconds, values = {}, {}
+    for backend in dci_module.BACKENDS:
+        start = time.perf_counter()
+        result = dci(dataset, representation, np.random.RandomState(0), backend=backend, n_jobs=1)
+        seconds[backend] = time.perf_counter() - start
+        values[backend] = (result["disentanglement"], result["completeness"], result["informativeness_test"])
+    return {"seconds": seconds, "values": values}
+
+
+def shapes3d_like_table(num_points: int, seed: int = 0):
+    """A FactorGrid-free case: `num_points` distinct codes (20 dims) of the Shapes3D grid."""
+    grid = FactorGrid(SHAPES3D_SIZES)
+    rng = np.random.RandomState(seed)
+    table = rng.randn(num_points, 20)
+    factors = np.stack([rng.randint(s, size=num_points) for s in SHAPES3D_SIZES], axis=1)
+    table[:, :6] = factors / np.asarray(SHAPES3D_SIZES) + 0.02 * table[:, :6]
+    return table, factors
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--cases", nargs="+", default=["fixtures", "shapes3d"], choices=["fixtures", "shapes3d"])
     parser.add_argument("--reference", action="store_true", help="also time disentanglement_lib (see docstring)")
     parser.add_argument("--skip-dci", action="store_true", help="leave DCI (the slowest) out")
     parser.add_argument("--json", default=None, help="write the figures here too")
+    parser.add_argument("--dci-backends", action="store_true", help="time DCI with both classifiers")
+    parser.add_argument("--dci-size", type=int, default=0, help="also a Shapes3D-like table of this many codes")
     args = parser.parse_args()
     names = [n for n in OURS if not (args.skip_dci and n == "dci")]
 
@@ -155,8 +190,28 @@ def main() -> None:
                      + f")\n{'':40s} speed-up x{sum(ref_s.values()) / sum(ours_s.values()):.2f}; per metric "
                      + ", ".join(f"{n} x{ref_s[n] / ours_s[n]:.1f}" for n in names)
                      + "; max |ours - ref| headline " + f"{max(abs(ours_v[n] - ref_v[n]) for n in names):.2e}")
+        if args.dci_backends and "dci" in names:
+            both = time_dci_backends(grid, table)
+            sec = both["seconds"]
+            rest = sum(v for n, v in ours_s.items() if n != "dci")
+            row["dci_backends"] = both
+            line += (f"\n{'':40s} DCI numpy {sec['numpy']:.2f} s, sklearn {sec['sklearn']:.2f} s "
+                     f"(x{sec['sklearn'] / sec['numpy']:.1f}); protocol with sklearn DCI / ours: "
+                     f"x{(rest + sec['sklearn']) / (rest + sec['numpy']):.2f}; D,C,I numpy "
+                     + ", ".join(f"{v:.4f}" for v in both["values"]["numpy"]) + " sklearn "
+                     + ", ".join(f"{v:.4f}" for v in both["values"]["sklearn"]))
         print(line, flush=True)
         figures.append(row)
+    if args.dci_size:
+        half = args.dci_size  # train on dci_size codes, test on half as many (the protocol's 2:1)
+        table, factors = shapes3d_like_table(half + half // 2)
+        line = f"{'DCI on ' + str(args.dci_size) + 'x20 Shapes3D-like':40s}"
+        for backend in dci_module.BACKENDS:
+            start = time.perf_counter()
+            _, _, acc = compute_importance_gbt(table[:half], factors[:half], table[half:], factors[half:],
+                                               np.random.RandomState(0), n_jobs=1, backend=backend)
+            line += f" {backend} {time.perf_counter() - start:.1f} s (test acc {acc:.4f});"
+        print(line, flush=True)
     if reference is not None:
         total_ours = sum(sum(r["ours_s"].values()) for r in figures)
         total_ref = sum(sum(r["reference_s"].values()) for r in figures)

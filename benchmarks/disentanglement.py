@@ -435,7 +435,7 @@ def report(args, methods: list[str], skipped: list[str], launches: list[dict]) -
                    if method not in BASELINE_METHODS else "")
             notes.append(f"{label(method)} trained {used:.0f} s of the {60 * args.budget_minutes:.0f} s budget{why}.")
     notes += [f"Skipped: {s}" for s in skipped]
-    failed = [f"{l['method']} seed {l['seed']} (exit {l['exit_code']})" for l in launches if l["exit_code"] != 0]
+    failed = [f"{x['method']} seed {x['seed']} (exit {x['exit_code']})" for x in launches if x["exit_code"] != 0]
     notes += [f"Failed: {', '.join(failed)} — see runs/METHOD/seedS.log"] if failed else []
     markdown = f"# Disentanglement on procedural Shapes3D\n\n{table}\n\n" + "\n".join(f"- {n}" for n in notes)
     markdown += "\n\n![learning curves](learning_curves.png)\n"

@@ -19,15 +19,6 @@ from encdiff_pipeline.models.concept_encoder import ConceptEncoderModel
 
 TINY = dict(sample_size=16, num_latents=4, width=8)
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """One intra-op thread: on a shared 2-core machine two OpenMP threads can wait on each other for seconds."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 
 def tiny_images(num=8, size=16, seed=0):
     """Smooth random images in [-1, 1]: a coloured blob on a coloured background."""

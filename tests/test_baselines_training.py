@@ -6,7 +6,6 @@ import os
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from encdiff_pipeline.baselines import FactorVAEModel, load_baseline
@@ -25,15 +24,6 @@ train_baseline = load_script("training/train_baseline.py", "train_baseline")
 harness = load_script("benchmarks/disentanglement.py", "disentanglement_harness")
 
 TINY_GRID = json.dumps({"factor_sizes": [2, 2, 2, 2, 2, 2]})
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """One intra-op thread: on a shared 2-core machine two OpenMP threads can wait on each other for seconds."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 
 def tiny_args(output_dir, *extra):
