@@ -7,22 +7,28 @@ module computes the same model for dense float inputs, faster:
 - X is cast to float32 like sklearn's trees; identical (row, label) pairs are merged into one
   weighted row (exact: every tree statistic is a weighted sum), which makes tables of a few hundred
   distinct codes (a factor grid) nearly free;
-- every feature is sorted once; each level of the K class-trees of a stage is grown at once, the
-  node-grouped orders coming from a stable radix sort of the node ids along the presorted order,
-  and the split statistics from cumulative sums;
+- every feature is sorted once; a node's rows stay sorted per feature as they are partitioned, so a
+  split search is one cumulative sum per feature over the node (the K class-trees of a stage are
+  grown one after the other, depth first, like sklearn's DepthFirstTreeBuilder);
 - splits, thresholds, leaves and importances follow sklearn 1.9: the proxy
-  `S_l^2/W_l + S_r^2/W_r` is maximised over positions between consecutive node values that differ
-  by more than float32 1e-7 (sklearn's FEATURE_THRESHOLD), the threshold is `a/2 + b/2` in float64,
-  a node is a leaf at depth 3, with fewer than 2 samples, impurity <= float64 eps or no valid split;
-  leaf values are the Newton step of `_update_terminal_regions` (multinomial: times (K-1)/K);
-  the init is the log prior (geometric-mean centred for K > 2); `feature_importances_` is the
-  normalised sum of the trees' impurity decreases.
+  `S_l^2/W_l + S_r^2/W_r` (sums from the node's first row, as sklearn's criterion) is maximised over
+  positions between consecutive node values that differ by more than float32 1e-7 (sklearn's
+  FEATURE_THRESHOLD); the threshold is `a/2 + b/2` in float64; a node is a leaf at depth 3, with
+  fewer than 2 samples, impurity <= float64 eps or no valid split; leaf values are the Newton step
+  of `_update_terminal_regions` (multinomial: times (K-1)/K); the init is the log prior
+  (geometric-mean centred for K > 2); `feature_importances_` is the normalised sum of the trees'
+  weighted impurity decreases.
 
-Ties. sklearn visits the features of a node in an order drawn from `random_state` and keeps the
-first best split; its sums run in the order of an unstable introsort. Here a tie goes to the
-smallest split position, then to the lowest feature index, and `random_state` is not used. The two
-agree whenever the best split is unique beyond rounding (continuous codes); with exactly tied
-candidates (say two identical code columns) the importance may go to the other column.
+Ties. sklearn evaluates a node's features in an order drawn from the tree's seed (one
+`randint(0, 2**31 - 1)` per tree from `RandomState(random_state)`, then its xorshift `rand_r`) and
+keeps the first strictly best split. `_FeatureDraws` replays that stream (and its constant-feature
+bookkeeping) exactly, so exactly tied features (say identical code columns) resolve as in sklearn
+with the same `random_state`. What cannot be replayed is the last bit of sklearn's sums, which run in
+the order its unstable introsort and in-place partition leave the samples: two candidate splits
+that are equal in exact arithmetic (in nodes of a few samples, or a factor grid's repeated codes)
+may then go either way, and the models part from there. On the fixture grid this moves DCI by about
+0.001-0.003 (as re-running the reference with another seed does); see tests/test_metrics_gradient_boosting.py.
+A node that is pure up to rounding may be split by one and not the other: its leaves predict the same.
 
 Example:
     >>> from typing import Optional
@@ -267,7 +273,7 @@ class _TreeGrower:
     def _node(self, t, draws, layout, xs, gs, wgg_t, ws, depth, index, n_known, total, square, weight, impurity):
         """Split (or not) the node whose rows, sorted per feature, are `layout` (d, L)."""
         length = layout.shape[1]
-        if depth >= self.max_depth or weight < 2 or length < 2 or impurity <= EPSILON:
+        if depth >= self.max_depth or weight < 2 or impurity <= EPSILON:
             self.leaves[t, layout[0]] = index << (self.max_depth - depth)
             return
         constant = xs[:, -1] <= xs[:, 0] + FEATURE_THRESHOLD
