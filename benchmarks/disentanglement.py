@@ -68,9 +68,6 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--held_factor_sizes", default=",".join(map(str, HELD_GRID)),
                    help="held sub-grid the metrics score: classes kept per Shapes3D factor")
     p.add_argument("--encdiff_preset", default="small", help="train_encdiff.py --preset")
-    p.add_argument("--encdiff_images_per_second", type=float, default=40.0,
-                   help="expected EncDiff training speed, to turn --eval_every_minutes into train_encdiff.py's "
-                        "--validation_steps (it validates by steps)")
     p.add_argument("--encdiff_args", default="", help="extra arguments for train_encdiff.py (one string)")
     p.add_argument("--baseline_args", default="", help="extra arguments for train_baseline.py (one string)")
     p.add_argument("--inference_steps", type=int, default=20, help="DDIM steps of EncDiff's swap/traversal grids")
@@ -95,7 +92,7 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
         args.budget_minutes, args.eval_every_minutes, args.seeds = 0.15, 0.05, 1
         args.metric_num_train, args.metric_num_eval, args.inference_steps = 200, 100, 2
         args.held_factor_sizes, args.train_factor_sizes = [2, 2, 2, 2, 2, 2], [2, 2, 2, 2, 2, 3]
-        args.encdiff_preset, args.encdiff_images_per_second = "tiny", 8.0
+        args.encdiff_preset = "tiny"
         args.num_threads = args.num_threads or 1
         args.baseline_args = (args.baseline_args + " --width 16 --train_batch_size 8").strip()
         if args.output_dir == p.get_default("output_dir"):
@@ -158,13 +155,12 @@ def plan_methods(args) -> tuple[list[str], list[str]]:
 
 def encdiff_command(args, method: str, seed: int, run_dir: str) -> list[str]:
     """train_encdiff.py's command line for EncDiff or one of its ablations."""
-    eval_steps = max(1, round(60 * args.eval_every_minutes * args.encdiff_images_per_second / encdiff_batch_size(args)))
     dataset_options = {"image_size": args.image_size}
     if args.train_factor_sizes:
         dataset_options["factor_sizes"] = args.train_factor_sizes
     cmd = [sys.executable, os.path.join(TRAINING, "train_encdiff.py"), "--dataset", "procedural-shapes3d",
            "--dataset_options", json.dumps(dataset_options), "--output_dir", run_dir, "--seed", str(seed),
-           "--max_train_minutes", str(args.budget_minutes), "--validation_steps", str(eval_steps),
+           "--max_train_minutes", str(args.budget_minutes), "--validation_minutes", str(args.eval_every_minutes),
            "--checkpointing_steps", str(10**9), "--checkpoints_total_limit", "1",
            "--validation_dataset_options", json.dumps({"image_size": args.image_size, "factor_sizes": args.held_factor_sizes}),
            "--metric_num_train", str(args.metric_num_train), "--metric_num_eval", str(args.metric_num_eval),
@@ -175,16 +171,11 @@ def encdiff_command(args, method: str, seed: int, run_dir: str) -> list[str]:
         cmd += ["--preset", args.encdiff_preset]
     if method.removeprefix("encdiff_") in SCHEDULES:
         cmd += ["--beta_schedule", method.removeprefix("encdiff_")]
-    if method == "encdiff_adagn":  # hook: the flag's name once train_encdiff.py offers it
+    if method == "encdiff_adagn":
         cmd += ["--conditioning", "adagn"]
-    if method == "encdiff_no_diffusion":  # hook, likewise
+    if method == "encdiff_no_diffusion":
         cmd += ["--decoder_type", "deterministic"]
     return cmd + args.encdiff_args.split()
-
-
-def encdiff_batch_size(args) -> int:
-    match = re.search(r"--train_batch_size[= ](\d+)", args.encdiff_args)
-    return int(match.group(1)) if match else int(load_encdiff_preset(args.encdiff_preset)["training"].get("train_batch_size", 32))
 
 
 def load_encdiff_preset(name: str) -> dict:
@@ -243,9 +234,9 @@ def read_log(path: str) -> list[dict]:
 def learning_curve(records: list[dict], batch_size: Optional[int] = None) -> list[dict]:
     """Validation points with `train_seconds` (validation time excluded) and `images_seen`.
 
-    train_baseline.py logs both. train_encdiff.py logs wall-clock `seconds` since its start on every
-    train step (validation included); the time of each validation is then the gap between the train
-    steps around it less a typical step, and is subtracted from everything after it.
+    Both training scripts log them in every validation record, taken as they are. (Fallback for logs
+    of older train_encdiff.py versions, which logged only wall-clock `seconds` on train steps: the time
+    of each validation is the gap between the train steps around it less a typical step.)
     """
     train = {r["step"]: r for r in records if r.get("event") == "train"}
     validations = [r for r in records if r.get("event") == "validation"]
@@ -431,9 +422,7 @@ def report(args, methods: list[str], skipped: list[str], launches: list[dict]) -
     for method, entry in summary.items():
         used = entry.get("train_seconds", {}).get("mean")
         if used is not None and used < 0.9 * 60 * args.budget_minutes:
-            why = (" (train_encdiff.py's --max_train_minutes counts its validation time too)"
-                   if method not in BASELINE_METHODS else "")
-            notes.append(f"{label(method)} trained {used:.0f} s of the {60 * args.budget_minutes:.0f} s budget{why}.")
+            notes.append(f"{label(method)} trained {used:.0f} s of the {60 * args.budget_minutes:.0f} s budget.")
     notes += [f"Skipped: {s}" for s in skipped]
     failed = [f"{x['method']} seed {x['seed']} (exit {x['exit_code']})" for x in launches if x["exit_code"] != 0]
     notes += [f"Failed: {', '.join(failed)} — see runs/METHOD/seedS.log"] if failed else []

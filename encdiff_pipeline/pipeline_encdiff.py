@@ -315,6 +315,15 @@ class EncDiffPipeline(DiffusionPipeline):
             kwargs["generator"] = generator
         return kwargs
 
+    def _conditioning(self, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The U-Net's conditioning inputs: the tokens as cross-attention context and, for a U-Net that
+        takes them through its timestep embedding (`class_embed_type="projection"`, the AdaGN
+        ablation), flattened as `class_labels`."""
+        kwargs = {"encoder_hidden_states": tokens}
+        if self.unet.config.class_embed_type == "projection":
+            kwargs["class_labels"] = tokens.flatten(1)
+        return kwargs
+
     def _noise_shape(self, batch_size: int) -> tuple[int, int, int, int]:
         size = self.unet.config.sample_size
         return (batch_size, self.unet.config.in_channels, size, size)
@@ -334,7 +343,7 @@ class EncDiffPipeline(DiffusionPipeline):
         with self._eval_mode():
             for t in self.progress_bar(self.scheduler.timesteps):
                 model_input = self.scheduler.scale_model_input(latents, t).to(self.unet.dtype)
-                noise_pred = self.unet(model_input, t, encoder_hidden_states=tokens).sample.float()
+                noise_pred = self.unet(model_input, t, **self._conditioning(tokens)).sample.float()
                 latents = self.scheduler.step(noise_pred, t, latents, **step_kwargs).prev_sample
             return self._decode(latents)
 
@@ -526,7 +535,7 @@ class EncDiffPipeline(DiffusionPipeline):
             t_batch = torch.full((x0.shape[0],), t, device=x0.device, dtype=torch.long)
             noisy = self.scheduler.add_noise(x0, noise, t_batch)
             with capture_cross_attention(self.unet) as store:
-                self.unet(noisy.to(self.unet.dtype), t_batch, encoder_hidden_states=tokens)
+                self.unet(noisy.to(self.unet.dtype), t_batch, **self._conditioning(tokens))
             maps = aggregate_attention_maps(store, size)
             total = maps if total is None else total + maps
         return total / len(timesteps)

@@ -239,3 +239,29 @@ def test_visualization_renders_grids_and_heatmaps(pipe):
     assert overlay[0, 0].mean() > overlay[7, 7].mean()  # the hot corner is brighter
     with pytest.raises(ValueError, match="B=3"):
         attention_grid(images, maps[:2])
+
+
+def test_adagn_unet_gets_the_tokens_as_class_labels(tmp_path):
+    """An AdaGN U-Net (no cross-attention; flattened tokens projected into the timestep embedding)
+    generates, is steered by the concepts, and survives save/load."""
+    torch.manual_seed(0)
+    encoder = ConceptEncoderModel(sample_size=8, num_concepts=NUM_CONCEPTS, token_dim=TOKEN_DIM, width=8)
+    unet = unet_from_preset("tiny", sample_size=8, cross_attention_dim=TOKEN_DIM, down_block_types=("DownBlock2D",) * 2,
+                            up_block_types=("UpBlock2D",) * 2, mid_block_type="UNetMidBlock2D",
+                            class_embed_type="projection", projection_class_embeddings_input_dim=NUM_CONCEPTS * TOKEN_DIM)
+    pipe = EncDiffPipeline(encoder=encoder, unet=unet)
+    pipe.set_progress_bar_config(disable=True)
+    concepts = pipe.encode(tiny_images(2))
+    out = pipe(concepts=concepts, num_inference_steps=STEPS, generator=seeded(), output_type="np").images
+    edited = concepts.clone()
+    edited[:, 0] += 3.0
+    moved = pipe(concepts=edited, num_inference_steps=STEPS, generator=seeded(), output_type="np").images
+    assert out.shape == (2, 8, 8, 3) and np.isfinite(out).all()
+    assert np.abs(moved - out).max() > 1e-4  # the concepts reach the U-Net through class_labels
+    with pytest.raises(ValueError, match="class_labels"):  # which it cannot do without
+        unet(torch.zeros(1, 3, 8, 8), 0, encoder_hidden_states=torch.zeros(1, NUM_CONCEPTS, TOKEN_DIM))
+    pipe.save_pretrained(str(tmp_path / "adagn"))
+    loaded = EncDiffPipeline.from_pretrained(str(tmp_path / "adagn"))
+    loaded.set_progress_bar_config(disable=True)
+    again = loaded(concepts=concepts, num_inference_steps=STEPS, generator=seeded(), output_type="np").images
+    np.testing.assert_allclose(again, out, atol=1e-6)

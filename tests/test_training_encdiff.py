@@ -1,8 +1,9 @@
 """training/train_encdiff.py and train_autoencoder.py through `accelerate launch`, on tiny configs.
 
 One uninterrupted run, one run killed in the middle of a checkpoint save and resumed from `latest`
-(its losses must equal the uninterrupted run's), a 2-process (CPU, gloo) latent-space run on a
-first stage trained by train_autoencoder.py, and the argument checks (in-process: they stop before
+(its losses must equal the uninterrupted run's), a 2-process (CPU, gloo) latent-space AdaGN run on a
+first stage trained by train_autoencoder.py, validating by training time, a deterministic-decoder
+run stopped by a training-time budget, and the argument checks (in-process: they stop before
 training).
 """
 from __future__ import annotations
@@ -53,8 +54,10 @@ def _env(**extra):
     return env
 
 
-def _launch(script_args, launch_args=("--num_processes", "1", "--cpu"), env=None, check=True):
-    proc = subprocess.run([*LAUNCH, *launch_args, *script_args], cwd=ROOT, env=env or _env(),
+def _launch(script_args, launch_args=("--num_processes", "1", "--cpu"), env=None, check=True, direct=False):
+    """Run a script through `accelerate launch` (or, `direct`, as a plain one-process `python SCRIPT`)."""
+    command = [sys.executable, *script_args] if direct else [*LAUNCH, *launch_args, *script_args]
+    proc = subprocess.run(command, cwd=ROOT, env=env or _env(),
                           capture_output=True, text=True, timeout=600)
     if check and proc.returncode != 0:
         raise AssertionError(f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
@@ -86,7 +89,12 @@ def test_full_run_writes_checkpoints_log_images_and_pipeline(full_run):
     losses = [r["loss"] for r in _log(full_run)]
     assert [r["step"] for r in _log(full_run)] == [1, 2, 3, 4, 5, 6]
     assert all(np.isfinite(losses)) and 0.05 < losses[0] < 2.0
+    train_seconds = [r["train_seconds"] for r in _log(full_run)]
+    assert 0 < train_seconds[0] and all(np.diff(train_seconds) > 0)
+    # wall-clock includes the checkpoint saves at steps 2 and 4; training time does not
+    assert _log(full_run)[-1]["seconds"] > train_seconds[-1]
     (validation,) = _log(full_run, "validation")
+    assert validation["train_seconds"] == train_seconds[-1] and validation["images_seen"] == 6 * 4
     assert validation["step"] == 6 and 0.0 <= validation["mig"] <= 1.0 and 0.0 <= validation["dci_disentanglement"] <= 1.0
     for name in ("reconstruction", "swap"):
         assert os.path.getsize(os.path.join(full_run, validation["images"][name])) > 100
@@ -109,8 +117,12 @@ def test_killed_save_keeps_previous_checkpoint_and_resume_matches(full_run, tmp_
     assert killed.returncode != 0
     assert _checkpoints(run) == ["checkpoint-2", "checkpoint-4.tmp"]  # the half-written save is not a checkpoint
     assert [r["step"] for r in _log(run)] == [1, 2, 3, 4]
+    before = {r["step"]: r["train_seconds"] for r in _log(run)}
 
     _launch([TRAIN, *args, "--resume_from_checkpoint", "latest"])  # continues from checkpoint-2
+    assert _script().logged_train_seconds(os.path.join(run, "logs", "train_log.jsonl"), 2) == before[2]
+    after = {r["step"]: r["train_seconds"] for r in _log(run)}  # training time continues from step 2's
+    assert before[2] < after[3] < after[4] < after[5] < after[6]
     assert _checkpoints(run) == ["checkpoint-4", "checkpoint-6"]
     resumed = {r["step"]: r["loss"] for r in _log(run)}  # steps 3 and 4 were logged twice: last wins
     expected = {r["step"]: r["loss"] for r in _log(full_run)}
@@ -141,8 +153,11 @@ def test_autoencoder_then_two_process_latent_run(tmp_path):
                                   "encoder": {"num_concepts": 3, "token_dim": 8, "width": 8, "mlp_hidden_dims": [8, 8]},
                                   "training": {"learning_rate": 1e-3, "lr_warmup_steps": 0}}))
     run = str(tmp_path / "latent")
+    # AdaGN conditioning; validation every 0.006 s of training time, i.e. after every step: the main
+    # process decides and both processes follow (a disagreement would hang the run)
     _launch([TRAIN, *COMMON, "--config", str(config), "--vae_path", vq, "--output_dir", run, "--max_train_steps", "3",
-             "--checkpointing_steps", "2", "--gradient_accumulation_steps", "2", "--train_batch_size", "2"],
+             "--checkpointing_steps", "2", "--gradient_accumulation_steps", "2", "--train_batch_size", "2",
+             "--conditioning", "adagn", "--validation_minutes", "0.0001"],
             launch_args=("--multi_gpu", "--num_processes", "2", "--main_process_port", str(_free_port())),
             env=_env(ACCELERATE_USE_CPU="true"))
     settings = json.load(open(os.path.join(run, "training_args.json")))
@@ -151,9 +166,47 @@ def test_autoencoder_then_two_process_latent_run(tmp_path):
     assert [r["step"] for r in train] == [1, 2, 3]
     assert train[-1]["images_seen"] == 3 * 2 * 2 * 2  # steps x batch x processes x accumulation
     assert _checkpoints(run) == ["checkpoint-2", "checkpoint-3"]
+    assert [r["step"] for r in _log(run, "validation")] == [1, 2, 3]
+    assert [r["train_seconds"] for r in _log(run, "validation")] == [r["train_seconds"] for r in train]
     pipe = EncDiffPipeline.from_pretrained(run)
     assert type(pipe.vae).__name__ == "VQModel" and pipe.config.latent_scale != 1.0
     assert pipe.unet.config.sample_size == 4  # 16x16 pixels, f=4
+    # AdaGN: no cross-attention anywhere; the flattened tokens (3 x 8) enter through the timestep embedding
+    assert pipe.unet.config.class_embed_type == "projection" and pipe.unet.config.projection_class_embeddings_input_dim == 24
+    assert not any("attn2" in name for name, _ in pipe.unet.named_modules())
+    pipe.set_progress_bar_config(disable=True)
+    out = pipe(images=torch.rand(2, 3, 16, 16) * 2 - 1, num_inference_steps=2, generator=torch.Generator().manual_seed(0),
+               output_type="np").images
+    assert out.shape == (2, 16, 16, 3) and np.isfinite(out).all()
+
+
+def test_deterministic_decoder_trains_its_whole_training_time_budget(tmp_path):
+    """EncDec w/o Diff under a 1.2 s training budget, validating every 0.42 s of training time."""
+    from encdiff_pipeline.pipeline_encdiff import EncDiffPipeline
+
+    run = str(tmp_path / "encdec")
+    _launch([TRAIN, *COMMON, "--output_dir", run, "--decoder_type", "deterministic", "--max_train_minutes", "0.02",
+             "--validation_minutes", "0.007", "--checkpointing_steps", "1000"], direct=True)
+    train, validations = _log(run), _log(run, "validation")
+    final = train[-1]["train_seconds"]
+    assert 1.2 <= final < 1.2 + 1.0  # stops at the first step past the budget
+    assert final - train[-2]["train_seconds"] < 1.0
+    # validation time is not training time: wall-clock ran on while the budget did not
+    assert train[-1]["seconds"] > final
+    assert len(validations) >= 3 and validations[-1]["step"] == train[-1]["step"]
+    assert all(v["train_seconds"] >= 0.42 * (i + 1) for i, v in enumerate(validations[:-1]))
+    # no noise: L1 between the U-Net's one-pass output and the image, which falls as it learns
+    losses = [r["loss"] for r in train]
+    assert np.mean(losses[-5:]) < np.mean(losses[:5]) - 0.02
+    for name in ("reconstruction", "swap"):
+        assert os.path.getsize(os.path.join(run, validations[-1]["images"][name])) > 100
+    pipe = EncDiffPipeline.from_pretrained(run)
+    assert pipe.scheduler.config.prediction_type == "sample"
+    images = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    with torch.no_grad():
+        decoded = _script().deterministic_decode(pipe.unet, pipe.encoder(images).tokens)
+    assert decoded.shape == (2, 3, 16, 16) and torch.isfinite(decoded).all()
+    assert "EncDec w/o Diff" in open(os.path.join(run, "README.md"), encoding="utf-8").read()
 
 
 # ---- bad arguments stop before training, with a clear message (in-process: nothing heavy runs) ----

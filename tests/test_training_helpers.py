@@ -75,6 +75,10 @@ def test_run_folder_rules(tmp_path):
     assert latest_checkpoint(run).endswith("checkpoint-10")  # numeric order; the .tmp leftover is ignored
     with pytest.raises(SystemExit, match=r"different settings .*'seed': \(1, 2\)"):
         check_run_folder(run, "latest", {**settings, "seed": 2}, ["seed"], "args.json")
+    # a setting the saved run predates counts as its default
+    assert check_run_folder(run, "latest", {**settings, "mode": "a"}, ["seed", "mode"], "args.json", {"mode": "a"})
+    with pytest.raises(SystemExit, match=r"'mode': \('a', 'b'\)"):
+        check_run_folder(run, "latest", {**settings, "mode": "b"}, ["seed", "mode"], "args.json", {"mode": "a"})
 
 
 def test_presets_and_config_files(tmp_path):
@@ -93,3 +97,35 @@ def test_presets_and_config_files(tmp_path):
         load_preset(None, str(config))
     with pytest.raises(ValueError, match="no such file"):
         load_preset(None, str(tmp_path / "missing.json"))
+
+
+def test_concept_metrics_reduce_vector_tokens_with_pca_under_seed_0():
+    """concept_metrics = the metrics on the PCA-reduced (one value per token) table, each with RandomState(0)."""
+    from validation import concept_metrics
+
+    from encdiff_pipeline import ConceptEncoderModel
+    from encdiff_pipeline.data import load_factor_dataset
+    from encdiff_pipeline.evaluation import reduce_vector_tokens
+    from encdiff_pipeline.metrics import METRICS
+
+    torch.manual_seed(0)
+    encoder = ConceptEncoderModel(sample_size=16, num_concepts=3, token_dim=4, width=8, token_type="vector")
+    held = load_factor_dataset("procedural-shapes3d", image_size=16, factor_sizes=[2, 2, 2, 2, 2, 2])
+    scores = concept_metrics(encoder, held, metrics=["mig", "dci"], num_train=64, num_eval=32)
+    assert encoder.training  # restored
+
+    encoder.eval()
+    images = torch.from_numpy(held.get_images(np.arange(len(held)))).permute(0, 3, 1, 2) * 2 - 1
+    with torch.no_grad():
+        tokens = encoder.encode_concepts(images).numpy()
+    assert tokens.shape == (64, 3, 4)
+    table = reduce_vector_tokens(tokens)  # (64, 3): each token on its first principal component
+    mig = METRICS["mig"](held, table, np.random.RandomState(0), num_train=64)
+    dci = METRICS["dci"](held, table, np.random.RandomState(0), num_train=64, num_test=32)
+    assert scores["mig"] == pytest.approx(mig["discrete_mig"], abs=1e-9)
+    assert scores["dci_disentanglement"] == pytest.approx(dci["disentanglement"], abs=1e-9)
+    assert scores["dci_informativeness"] == pytest.approx(dci["informativeness_test"], abs=1e-9)
+    # another seed is another draw: the default really is 0, not whatever seed the run trains with
+    other = concept_metrics(encoder, held, 1, ["mig", "dci"], 64, 32)
+    assert other["mig"] == pytest.approx(METRICS["mig"](held, table, np.random.RandomState(1), num_train=64)["discrete_mig"])
+    assert (other["mig"], other["dci_disentanglement"]) != (scores["mig"], scores["dci_disentanglement"])

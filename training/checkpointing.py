@@ -65,11 +65,13 @@ def save_checkpoint(accelerator, output_dir: str, step: int, total_limit: int | 
     return final
 
 
-def check_run_folder(output_dir: str, resume: str | None, settings: dict, identity_keys, args_file: str) -> str | None:
+def check_run_folder(output_dir: str, resume: str | None, settings: dict, identity_keys, args_file: str,
+                     saved_defaults: dict | None = None) -> str | None:
     """Refuse to mix runs in one folder; return the checkpoint to resume from (None for a fresh run).
 
     A fresh run needs an empty or missing `output_dir`. `resume` ("latest" or a checkpoint path)
-    needs a checkpoint there and the same values of `identity_keys` as saved in `args_file`.
+    needs a checkpoint there and the same values of `identity_keys` as saved in `args_file` (where a
+    key is missing from the file, its value in `saved_defaults`).
 
     Raises:
         SystemExit: with a message saying what is wrong and what to do.
@@ -89,6 +91,7 @@ def check_run_folder(output_dir: str, resume: str | None, settings: dict, identi
         raise SystemExit(f"error: {output_dir} has checkpoints but no {args_file}; it was not written by this script")
     with open(saved_file, encoding="utf-8") as f:
         saved = json.load(f)
+    saved = {**(saved_defaults or {}), **saved}  # settings added after the run was saved: their default
     changed = {k: (saved.get(k), settings.get(k)) for k in identity_keys if saved.get(k) != settings.get(k)}
     if changed:
         raise SystemExit(f"error: cannot resume {output_dir} with different settings (saved, now): {changed}")

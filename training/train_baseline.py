@@ -52,7 +52,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--validation_dataset", default=None, help="held factor dataset (default: a 10,000-point procedural sub-grid)")
     p.add_argument("--validation_dataset_options", type=json.loads, default=None, help="JSON options for the held dataset")
     p.add_argument("--output_dir", required=True, help="run folder: logs, model, grids")
-    p.add_argument("--seed", type=int, default=0, help="seed of initialisation, data order, noise and metrics")
+    p.add_argument("--seed", type=int, default=0, help="seed of initialisation, data order and noise (metrics: seed 0)")
     p.add_argument("--train_batch_size", type=int, default=64, help="images per step (disentanglement_lib: 64)")
     p.add_argument("--learning_rate", type=float, default=1e-4, help="Adam learning rate of the VAE")
     p.add_argument("--discriminator_learning_rate", type=float, default=1e-4, help="FactorVAE discriminator's Adam lr")
@@ -174,8 +174,8 @@ def main(args: argparse.Namespace) -> list[dict]:
     validations: list[dict] = []
 
     def validate() -> None:
-        scores = concept_metrics(model, held, args.seed, ["factor_vae", "dci", "mig"], args.metric_num_train,
-                                 args.metric_num_eval)
+        scores = concept_metrics(model, held, metrics=["factor_vae", "dci", "mig"], num_train=args.metric_num_train,
+                                 num_eval=args.metric_num_eval)  # each metric: a fresh RandomState(0), as EncDiff's
         record = {"event": "validation", "step": step, "images_seen": step * args.train_batch_size,
                   "train_seconds": round(train_seconds, 3), "seconds": round(time.time() - start, 3), **scores}
         validations.append(record)

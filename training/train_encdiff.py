@@ -5,14 +5,27 @@
         --output_dir runs/small --max_train_minutes 20 --checkpointing_steps 500
 
 One CPU or many GPUs; resumable (`--resume_from_checkpoint latest` continues the same run: same data
-order, same noise); validation every `--validation_steps` (reconstruction / swap grids as PNG,
+order, same noise); validation every `--validation_steps` and/or `--validation_minutes` of training time
+(reconstruction / swap grids as PNG,
 FactorVAE / DCI / MIG of the concepts on a held factor grid, logged to `logs/train_log.jsonl` and to
 tensorboard when installed). At the end `output_dir` is an `EncDiffPipeline` folder with a model card:
 `EncDiffPipeline.from_pretrained(output_dir)`.
 
 The loss is the paper's: mean L1 between the U-Net's and the true noise, with T=1000 and one of the
 four schedules the paper ablates (see noise_schedules.py). AdamW over encoder + U-Net with a linear
-warm-up, EMA of the U-Net only; the saved pipeline carries the EMA U-Net.
+warm-up, EMA of the U-Net only; the saved pipeline carries the EMA U-Net. `--max_train_minutes` and
+`--validation_minutes` count training time only (data, forward, backward, optimiser; not validation,
+checkpoints or the final pipeline), in total across resumes, and every log record carries it as
+`train_seconds`; the main process takes the stop / validate decisions and broadcasts them.
+
+The paper's two ablations:
+- `--conditioning adagn`: the tokens enter only through the U-Net's scale-shift norm (AdaGN): the
+  preset's U-Net with plain blocks, no cross-attention, and the flattened tokens (N*d) projected
+  into the timestep embedding (`class_embed_type="projection"`, passed as `class_labels`).
+- `--decoder_type deterministic` ("EncDec w/o Diff"): the same encoder and U-Net, but the U-Net maps
+  an all-zero input at timestep 0 to the image (or latent) in one pass, L1 loss, no noise. The
+  saved folder still loads as an `EncDiffPipeline` (its encoder is what the metrics score), but its
+  DDIM generation is meaningless: decode with `deterministic_decode` instead.
 """
 from __future__ import annotations
 
@@ -28,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.logging import get_logger
-from accelerate.utils import ProjectConfiguration, set_seed
+from accelerate.utils import ProjectConfiguration, broadcast, set_seed
 from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel, VQModel
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
@@ -39,9 +52,9 @@ from batches import BatchOrder, batch_loader, step_generator  # noqa: E402
 from checkpointing import check_run_folder, checkpoint_step, save_checkpoint, write_run_settings  # noqa: E402
 from noise_schedules import NOISE_SCHEDULES, make_noise_scheduler  # noqa: E402
 from presets import ENCDIFF_PRESETS, load_preset  # noqa: E402
-from validation import RunLog, concept_metrics, save_validation_images  # noqa: E402
+from validation import RunLog, concept_metrics, read_log, save_decoder_images, save_validation_images  # noqa: E402
 
-from encdiff_pipeline.models import ConceptEncoderModel, unet_from_preset  # noqa: E402
+from encdiff_pipeline.models import UNET_PRESETS, ConceptEncoderModel, unet_from_preset  # noqa: E402
 from encdiff_pipeline.pipeline_encdiff import EncDiffPipeline  # noqa: E402
 
 logger = get_logger(__name__)
@@ -50,7 +63,10 @@ ARGS_FILE = "training_args.json"
 # Arguments that define a run: a resumed run must use the same values.
 RUN_IDENTITY = ("dataset", "dataset_options", "preset", "config", "vae_path", "seed", "train_batch_size",
                 "gradient_accumulation_steps", "num_processes", "beta_schedule", "prediction_type", "loss_type",
-                "learning_rate", "lr_scheduler", "lr_warmup_steps", "adam_weight_decay", "ema_decay")
+                "learning_rate", "lr_scheduler", "lr_warmup_steps", "adam_weight_decay", "ema_decay", "conditioning",
+                "decoder_type")
+# Their values for runs saved before the setting existed.
+RUN_IDENTITY_DEFAULTS = {"conditioning": "cross_attention", "decoder_type": "diffusion"}
 PROCEDURAL = "procedural-shapes3d"
 HELD_GRID = [5, 5, 5, 4, 4, 5]  # 10,000 points of the Shapes3D grid, evenly spaced values
 
@@ -69,11 +85,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="folder of a trained first stage (VQModel / AutoencoderKL, train_autoencoder.py): diffusion on its latents")
     p.add_argument("--output_dir", required=True, help="run folder: checkpoints, logs, validation images, final pipeline")
     p.add_argument("--seed", type=int, default=0, help="seed of initialisation, data order and noise")
+    p.add_argument("--conditioning", default="cross_attention", choices=["cross_attention", "adagn"],
+                   help="how tokens reach the U-Net: cross-attention (EncDiff) or only the scale-shift norm (AdaGN ablation)")
+    p.add_argument("--decoder_type", default="diffusion", choices=["diffusion", "deterministic"],
+                   help="diffusion decoder (EncDiff) or the U-Net decoding the image from the tokens in one pass (EncDec w/o Diff)")
     # optimisation
     p.add_argument("--train_batch_size", type=int, default=None, help="images per process per micro-batch (default: the preset's)")
     p.add_argument("--gradient_accumulation_steps", type=int, default=1, help="micro-batches per optimizer step")
     p.add_argument("--max_train_steps", type=int, default=None, help="stop after this many optimizer steps (in total, across resumes)")
-    p.add_argument("--max_train_minutes", type=float, default=None, help="stop after this many minutes of wall-clock in this launch")
+    p.add_argument("--max_train_minutes", type=float, default=None, help="stop after this many minutes of training time (validation, checkpoints, final pipeline excluded; in total, across resumes)")
     p.add_argument("--learning_rate", type=float, default=None, help="AdamW learning rate (default: the preset's)")
     p.add_argument("--lr_scheduler", default="constant_with_warmup", help="diffusers.optimization.get_scheduler name")
     p.add_argument("--lr_warmup_steps", type=int, default=None, help="linear warm-up steps (default: the preset's)")
@@ -92,7 +112,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--resume_from_checkpoint", default=None,
                    help="'latest' or a checkpoint folder of this run (output_dir/checkpoint-N) to continue from")
     # validation
-    p.add_argument("--validation_steps", type=int, default=None, help="validate every K steps (default: --checkpointing_steps)")
+    p.add_argument("--validation_steps", type=int, default=None,
+                   help="validate every K steps (default: --checkpointing_steps, unless --validation_minutes is given)")
+    p.add_argument("--validation_minutes", type=float, default=None, help="validate every this many minutes of training time")
     p.add_argument("--validation_dataset", default=None, help="held factor dataset for the metrics (default: a 10,000-point procedural sub-grid, or --dataset)")
     p.add_argument("--validation_dataset_options", type=json.loads, default=None, help="JSON options for the held dataset")
     p.add_argument("--validation_metrics", default="factor_vae,dci,mig", help="comma list of factor_vae, dci, mig; 'none' to skip")
@@ -128,8 +150,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for key, value in defaults.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
-    if args.validation_steps is None:
+    if args.validation_minutes is not None and args.validation_minutes <= 0:
+        p.error(f"--validation_minutes must be > 0, got {args.validation_minutes}")
+    if args.validation_steps is None and args.validation_minutes is None:
         args.validation_steps = args.checkpointing_steps
+    if args.validation_steps is not None and args.validation_steps < 1:
+        p.error(f"--validation_steps must be >= 1, got {args.validation_steps}")
     args.preset_spec = preset
     return args
 
@@ -173,13 +199,59 @@ def build_models(args, image_shape: tuple[int, int, int], vae):
         with torch.no_grad():
             latents = encode_latents(vae, torch.zeros(1, channels, size, size))
         unet_shape = (latents.shape[1], latents.shape[2])
-    unet = unet_from_preset(spec["unet_preset"], **{"sample_size": unet_shape[1], "in_channels": unet_shape[0],
-                                                    "out_channels": unet_shape[0],
-                                                    "cross_attention_dim": encoder.config.token_dim, **spec["unet"]})
+    overrides = {"sample_size": unet_shape[1], "in_channels": unet_shape[0], "out_channels": unet_shape[0],
+                 "cross_attention_dim": encoder.config.token_dim, **spec["unet"]}
+    if args.conditioning == "adagn":
+        overrides.update(adagn_overrides(UNET_PRESETS[spec["unet_preset"]], overrides, encoder))
+    unet = unet_from_preset(spec["unet_preset"], **overrides)
     if unet.config.sample_size != unet_shape[1]:
         raise SystemExit(f"error: {name}'s U-Net is built for {unet.config.sample_size}x{unet.config.sample_size} inputs but "
                          f"the diffusion space is {unet_shape[1]}x{unet_shape[1]}")
     return encoder, unet
+
+
+def adagn_overrides(preset: dict, overrides: dict, encoder) -> dict:
+    """U-Net settings of the AdaGN ablation: the same blocks without cross-attention, and the flattened
+    tokens (N*d) projected into the timestep embedding that drives every ResNet's scale-shift norm."""
+    plain = {"CrossAttnDownBlock2D": "DownBlock2D", "CrossAttnUpBlock2D": "UpBlock2D"}
+    blocks = {key: tuple(plain.get(b, b) for b in overrides.get(key, preset[key]))
+              for key in ("down_block_types", "up_block_types")}
+    return {**blocks, "mid_block_type": "UNetMidBlock2D", "class_embed_type": "projection",
+            "projection_class_embeddings_input_dim": encoder.config.num_concepts * encoder.config.token_dim}
+
+
+def unet_kwargs(config, tokens: torch.Tensor) -> dict:
+    """The U-Net's conditioning inputs (given its config): tokens as cross-attention context, plus
+    (AdaGN U-Nets, `class_embed_type="projection"`) the flattened tokens as `class_labels`."""
+    kwargs = {"encoder_hidden_states": tokens}
+    if config.class_embed_type == "projection":
+        kwargs["class_labels"] = tokens.flatten(1)
+    return kwargs
+
+
+def deterministic_decode(unet, tokens: torch.Tensor, config=None, vae=None, latent_scale: float = 1.0) -> torch.Tensor:
+    """The `--decoder_type deterministic` decoder: tokens (B, N, d) -> the U-Net's output for an all-zero
+    input at timestep 0: the image in [-1, 1] (pixel space), or the scaled latent, decoded by `vae` when given.
+
+    Example:
+        >>> pipe = EncDiffPipeline.from_pretrained("runs/encdec")  # doctest: +SKIP
+        >>> images = deterministic_decode(pipe.unet, pipe.encoder(pixels).tokens, vae=pipe.vae,
+        ...                               latent_scale=pipe.config.latent_scale)  # doctest: +SKIP
+    """
+    config = config or unet.config
+    size = config.sample_size
+    zeros = torch.zeros(tokens.shape[0], config.in_channels, size, size, device=tokens.device, dtype=tokens.dtype)
+    timesteps = torch.zeros(tokens.shape[0], dtype=torch.long, device=tokens.device)
+    out = unet(zeros, timesteps, **unet_kwargs(config, tokens)).sample
+    return out if vae is None else vae.decode(out / latent_scale).sample
+
+
+def logged_train_seconds(log_path: str, step: int) -> float:
+    """The training time a resumed run had reached at `step` (its train record in the log; 0 if none)."""
+    if not os.path.isfile(log_path):
+        return 0.0
+    records = [r for r in read_log(log_path) if r.get("event") == "train" and r.get("step") == step]
+    return float(records[-1].get("train_seconds", 0.0)) if records else 0.0
 
 
 def load_vae(path: str | None):
@@ -224,7 +296,8 @@ def main(args: argparse.Namespace) -> str:
     # ---- everything that can be wrong with the arguments is checked before training starts ----
     settings = {**{k: v for k, v in vars(args).items() if k != "preset_spec"}, "num_processes": accelerator.num_processes,
                 "preset_spec": args.preset_spec}
-    resume_from = check_run_folder(args.output_dir, args.resume_from_checkpoint, settings, RUN_IDENTITY, ARGS_FILE)
+    resume_from = check_run_folder(args.output_dir, args.resume_from_checkpoint, settings, RUN_IDENTITY, ARGS_FILE,
+                                   RUN_IDENTITY_DEFAULTS)
     vae = load_vae(args.vae_path)
     dataset, held = load_datasets(args, args.preset_spec["image_size"])
     image_shape = tuple(dataset[0][0].shape)
@@ -239,7 +312,8 @@ def main(args: argparse.Namespace) -> str:
         accelerator.init_trackers("encdiff")
 
     noise_scheduler = make_noise_scheduler(args.beta_schedule)
-    noise_scheduler.register_to_config(prediction_type=args.prediction_type)
+    # the deterministic decoder predicts the image itself: its (unused for training) scheduler says so
+    noise_scheduler.register_to_config(prediction_type="sample" if args.decoder_type == "deterministic" else args.prediction_type)
     latent_scale = 1.0
     if vae is not None:  # the paper: latents scaled by 1 / std of the first batch (the same batch on every process)
         first = BatchOrder(len(dataset), args.train_batch_size, args.seed).indices(0)
@@ -280,11 +354,13 @@ def main(args: argparse.Namespace) -> str:
                                  num_training_steps=(args.max_train_steps or 10**9) * accelerator.num_processes)
     encoder, unet, optimizer, lr_scheduler = accelerator.prepare(encoder, unet, optimizer, lr_scheduler)
 
-    global_step = 0
+    global_step, train_seconds = 0, 0.0
+    log_path = os.path.join(args.output_dir, "logs", "train_log.jsonl")
     if resume_from is not None:
         accelerator.print(f"Resuming from {resume_from}")
         accelerator.load_state(resume_from)
         global_step = checkpoint_step(resume_from)
+        train_seconds = logged_train_seconds(log_path, global_step) if accelerator.is_main_process else 0.0
     ema_unet.to(accelerator.device)
 
     total_steps = args.max_train_steps or 10**9
@@ -294,7 +370,10 @@ def main(args: argparse.Namespace) -> str:
     held_rng = np.random.RandomState(args.seed)
     held_images = torch.from_numpy(held.get_images(held_rng.choice(len(held), args.num_validation_images, replace=False)))
     held_images = held_images.permute(0, 3, 1, 2) * 2.0 - 1.0
-    log = RunLog(os.path.join(args.output_dir, "logs", "train_log.jsonl"), accelerator) if accelerator.is_main_process else None
+    log = RunLog(log_path, accelerator) if accelerator.is_main_process else None
+    images_per_step = args.train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps
+    deterministic = args.decoder_type == "deterministic"
+    unet_config = accelerator.unwrap_model(unet).config  # the prepared U-Net may be a DDP wrapper
 
     def validate(step: int) -> dict:
         """EMA U-Net + encoder as a pipeline: grids and metrics (main process only)."""
@@ -305,36 +384,51 @@ def main(args: argparse.Namespace) -> str:
         pipeline.set_progress_bar_config(disable=True)
         pipeline.encoder.eval()
         out_dir = os.path.join(args.output_dir, "validation", f"step-{step:06d}")
-        paths = save_validation_images(pipeline, held_images.to(accelerator.device), out_dir,
-                                       args.validation_inference_steps, args.seed)
-        scores = concept_metrics(pipeline.encoder, held, args.seed, metric_names, args.metric_num_train, args.metric_num_eval)
+        images = held_images.to(accelerator.device)
+        if deterministic:
+            paths = save_decoder_images(pipeline.encoder, lambda t: deterministic_decode(unwrapped_unet, t, vae=vae, latent_scale=latent_scale),
+                                        images, out_dir)
+        else:
+            paths = save_validation_images(pipeline, images, out_dir, args.validation_inference_steps, args.seed)
+        scores = concept_metrics(pipeline.encoder, held, metrics=metric_names, num_train=args.metric_num_train,
+                                 num_eval=args.metric_num_eval)
         pipeline.encoder.train()
         ema_unet.restore(unwrapped_unet.parameters())
-        record = {"event": "validation", "step": step, **scores, "images": {k: os.path.relpath(v, args.output_dir) for k, v in paths.items()}}
+        record = {"event": "validation", "step": step, "images_seen": step * images_per_step,
+                  "train_seconds": round(train_seconds, 3), **scores,
+                  "images": {k: os.path.relpath(v, args.output_dir) for k, v in paths.items()}}
         with open(os.path.join(out_dir, "metrics.json"), "w", encoding="utf-8") as f:
             json.dump(record, f, indent=2)
         log.write(record)
-        accelerator.print(f"step {step}: " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items()))
+        accelerator.print(f"step {step} ({train_seconds:.0f} s of training): " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items()))
         return record
 
-    images_per_step = args.train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps
+    budget_s = float("inf") if args.max_train_minutes is None else 60 * args.max_train_minutes
+    every_s = float("inf") if args.validation_minutes is None else 60 * args.validation_minutes
+    next_validation_s = (train_seconds // every_s + 1) * every_s if args.validation_minutes else every_s
     progress = tqdm(total=args.max_train_steps, initial=global_step, desc="steps", disable=not accelerator.is_local_main_process)
-    start_time, last_validation, last_checkpoint, step_loss = time.time(), None, None, 0.0
+    last_validation, last_checkpoint, step_loss = None, None, 0.0
     encoder.train()
     unet.train()
+    start_time = time.time()
+    tick = time.perf_counter()  # training time runs from here; validation and checkpoints restart it
     for images, _, k in loader:
         generator = step_generator(args.seed, int(k), accelerator.process_index)
         images = images.to(accelerator.device)
         with accelerator.accumulate(encoder, unet):
             with torch.no_grad():
                 clean = images if vae is None else encode_latents(vae, images, generator) * latent_scale
-            noise = torch.randn(clean.shape, generator=generator).to(clean.device)
-            timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (clean.shape[0],), generator=generator)
-            timesteps = timesteps.to(clean.device)
-            noisy = noise_scheduler.add_noise(clean, noise, timesteps)
             tokens = encoder(images).tokens
-            prediction = unet(noisy, timesteps, encoder_hidden_states=tokens).sample
-            target = noise if args.prediction_type == "epsilon" else clean
+            if deterministic:  # EncDec w/o Diff: zeros at t=0 -> the image, no noise
+                prediction = deterministic_decode(unet, tokens, unet_config)
+                target = clean
+            else:
+                noise = torch.randn(clean.shape, generator=generator).to(clean.device)
+                timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (clean.shape[0],), generator=generator)
+                timesteps = timesteps.to(clean.device)
+                noisy = noise_scheduler.add_noise(clean, noise, timesteps)
+                prediction = unet(noisy, timesteps, **unet_kwargs(unet_config, tokens)).sample
+                target = noise if args.prediction_type == "epsilon" else clean
             loss_fn = F.l1_loss if args.loss_type == "l1" else F.mse_loss
             loss = loss_fn(prediction.float(), target.float())
             if not torch.isfinite(loss):
@@ -351,26 +445,29 @@ def main(args: argparse.Namespace) -> str:
 
         ema_unet.step(accelerator.unwrap_model(unet).parameters())
         global_step += 1
+        train_seconds += time.perf_counter() - tick
+        # the main process's clock decides, for every process alike (they must all validate / stop together)
+        decision = torch.tensor([train_seconds >= next_validation_s, train_seconds >= budget_s], device=accelerator.device)
+        validate_now, out_of_time = (bool(x) for x in broadcast(decision, from_process=0))
         lr = lr_scheduler.get_last_lr()[0]
         progress.update(1)
         progress.set_postfix(loss=f"{step_loss:.4f}", lr=f"{lr:.2e}")
         if log is not None:
             log.write({"event": "train", "step": global_step, "loss": step_loss, "lr": lr,
                        "images_seen": global_step * images_per_step, "epoch": order.epoch_of(int(k)),
-                       "seconds": round(time.time() - start_time, 3)})
+                       "train_seconds": round(train_seconds, 3), "seconds": round(time.time() - start_time, 3)})
         step_loss = 0.0
         if global_step % args.checkpointing_steps == 0:
             save_checkpoint(accelerator, args.output_dir, global_step, args.checkpoints_total_limit)
             last_checkpoint = global_step
-        if global_step % args.validation_steps == 0:
+        if validate_now or (args.validation_steps and global_step % args.validation_steps == 0):
             if accelerator.is_main_process:
                 last_validation = validate(global_step)
             accelerator.wait_for_everyone()
-        if args.max_train_minutes is not None and accelerator.is_main_process \
-                and time.time() - start_time > 60 * args.max_train_minutes:
-            accelerator.set_trigger()
-        if accelerator.check_trigger() or global_step >= total_steps:
+            next_validation_s = (train_seconds // every_s + 1) * every_s
+        if out_of_time or global_step >= total_steps:
             break
+        tick = time.perf_counter()
     progress.close()
 
     # ---- the end: a last checkpoint (to extend the run later), a last validation, the pipeline ----
@@ -396,12 +493,17 @@ def make_pipeline(encoder, unet, noise_scheduler, vae, latent_scale: float) -> E
                            vae=vae, latent_scale=latent_scale)
 
 
+def validation_metrics(validation: dict) -> dict[str, float]:
+    """The metric values of a validation record (not its step, images seen or training time)."""
+    return {k: v for k, v in validation.items() if isinstance(v, float) and k != "train_seconds"}
+
+
 def write_pipeline(pipeline: EncDiffPipeline, args, validation: dict, step: int, images_per_step: int) -> None:
     """Save the pipeline into output_dir (beside checkpoints and logs) with a model card: metrics and swap grid."""
     import shutil
 
     pipeline.encoder.eval()
-    metrics = {k: v for k, v in validation.items() if isinstance(v, float)}
+    metrics = validation_metrics(validation)
     dataset_name = os.path.basename(os.path.normpath(args.dataset))
     pipeline.save_pretrained(args.output_dir, metrics={dataset_name: metrics} if metrics else None)
     shutil.copyfile(os.path.join(args.output_dir, validation["images"]["swap"]), os.path.join(args.output_dir, "swap.png"))
@@ -410,8 +512,13 @@ def write_pipeline(pipeline: EncDiffPipeline, args, validation: dict, step: int,
     rows = "\n".join(f"| {name} | {value:.4f} |" for name, value in metrics.items())
     card += (f"\n## Training run\n\nTrained with `training/train_encdiff.py` on `{args.dataset}` "
              f"({args.config or 'preset ' + args.preset}, {args.beta_schedule} schedule, lr {args.learning_rate}): "
-             f"{step} steps, {step * images_per_step} images seen.\n\n"
-             f"Concept metrics on the held factor grid (step {validation['step']}):\n\n| metric | value |\n|---|---|\n{rows}\n\n"
+             f"{step} steps, {step * images_per_step} images seen, {validation['train_seconds']:.0f} s of training.\n\n"
+             + ("Ablation: the tokens condition the U-Net through AdaGN only (no cross-attention).\n\n"
+                if args.conditioning == "adagn" else "")
+             + ("Ablation (EncDec w/o Diff): the U-Net decodes the image from the tokens in one pass (zeros at t=0); "
+                "the pipeline's DDIM generation is meaningless for it — use `deterministic_decode` in "
+                "training/train_encdiff.py.\n\n" if args.decoder_type == "deterministic" else "")
+             + f"Concept metrics on the held factor grid (step {validation['step']}):\n\n| metric | value |\n|---|---|\n{rows}\n\n"
              "Swap grid (top row: inputs; row k+1: every image given image 0's value of concept k):\n\n![swap grid](swap.png)\n")
     with open(card_path + ".tmp", "w", encoding="utf-8") as f:
         f.write(card)
@@ -422,7 +529,7 @@ def push(pipeline: EncDiffPipeline, args, validation: dict) -> None:
     """Upload the pipeline (the pipeline's own push), then this run's model card and swap grid over its card."""
     import huggingface_hub
 
-    metrics = {k: v for k, v in validation.items() if isinstance(v, float)}
+    metrics = validation_metrics(validation)
     dataset_name = os.path.basename(os.path.normpath(args.dataset))
     repo_id = pipeline.push_to_hub(args.hub_model_id or os.path.basename(os.path.normpath(args.output_dir)),
                                    metrics={dataset_name: metrics} if metrics else None)

@@ -1,7 +1,8 @@
 """What a training run checks every K steps: image grids, disentanglement metrics, a JSON-lines log.
 
 - `save_validation_images`: the reconstruction grid (originals over their reconstructions) and the
-  paper's swap grid (row k: every image given image 0's value of concept k) as PNG.
+  paper's swap grid (row k: every image given image 0's value of concept k) as PNG;
+  `save_decoder_images` draws them for a deterministic decoder (the "EncDec w/o Diff" ablation).
 - `concept_metrics`: encode every image of a held factor dataset once (a representation table),
   then FactorVAE / DCI / MIG, with `encdiff_pipeline.evaluate` and small, configurable protocol sizes.
 - `RunLog`: appends one JSON object per line to `logs/train_log.jsonl`, and mirrors scalars to the
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -36,10 +37,38 @@ def save_validation_images(pipeline, images: torch.Tensor, out_dir: str, num_inf
     return paths
 
 
-def concept_metrics(encoder, dataset, seed: int, metrics: list[str], num_train: int, num_eval: int,
-                    batch_size: int = 256) -> dict[str, float]:
+@torch.no_grad()
+def save_decoder_images(encoder, decode: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor,
+                        out_dir: str) -> dict[str, str]:
+    """The same two grids for a deterministic decoder (`--decoder_type deterministic`): `decode` maps
+    tokens (B, N, d) to pixels in [-1, 1] in one pass, no sampling."""
+    os.makedirs(out_dir, exist_ok=True)
+    to_np = lambda x: ((x.permute(0, 2, 3, 1).float().cpu().numpy() + 1) / 2).clip(0, 1)  # noqa: E731
+    concepts = encoder.encode_concepts(images)
+    rows = []
+    for k in range(concepts.shape[1]):  # row k: every image given image 0's concept (or vector token) k
+        swapped = concepts.clone()
+        swapped[:, k] = concepts[0, k]
+        rows.append(to_np(decode(encoder.concepts_to_tokens(swapped))))
+    paths = {"reconstruction": os.path.join(out_dir, "reconstruction.png"), "swap": os.path.join(out_dir, "swap.png")}
+    image_grid([to_np(images), to_np(decode(encoder.concepts_to_tokens(concepts)))]).save(paths["reconstruction"])
+    image_grid([to_np(images)] + rows).save(paths["swap"])
+    return paths
+
+
+def concept_metrics(encoder, dataset, random_seed: int = 0, metrics: Sequence[str] = ("factor_vae", "dci", "mig"),
+                    num_train: int = 2000, num_eval: int = 1000, batch_size: int = 256) -> dict[str, float]:
     """FactorVAE / DCI / MIG of the encoder's concepts on `dataset`, with `encdiff_pipeline.evaluate`
-    (every image encoded once, a fresh RandomState(seed) per metric) and smaller protocol sizes."""
+    and smaller protocol sizes.
+
+    Every image is encoded once; each metric gets a fresh `np.random.RandomState(random_seed)`
+    (DESIGN.md §3: seed 0, whatever the training seed). Vector tokens (concepts `(B, N, d)`) are
+    reduced to one value per token with PCA, as `evaluate` does for EncDiff-V.
+
+    Example:
+        >>> concept_metrics(encoder, held, metrics=["mig"], num_train=500)  # doctest: +SKIP
+        {'mig': 0.41}
+    """
     from encdiff_pipeline.evaluation import evaluate
 
     if not metrics:
@@ -47,7 +76,7 @@ def concept_metrics(encoder, dataset, seed: int, metrics: list[str], num_train: 
     was_training = encoder.training
     options = {"factor_vae": {"num_train": num_train, "num_eval": num_eval, "num_variance_estimate": num_train},
                "dci": {"num_train": num_train, "num_test": num_eval}, "mig": {"num_train": num_train}}
-    report = evaluate(encoder, dataset, metrics=metrics, batch_size=batch_size, random_seed=seed,
+    report = evaluate(encoder, dataset, metrics=list(metrics), batch_size=batch_size, random_seed=random_seed,
                       metric_options={m: options[m] for m in metrics}, progress=False)  # puts the encoder in eval mode
     encoder.train(was_training)
     scores, results = {}, report["metrics"]
