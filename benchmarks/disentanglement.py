@@ -39,7 +39,9 @@ import numpy as np
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)  # this checkout, also without `pip install -e .`
 TRAINING = os.path.join(REPO, "training")
-HELD_GRID = [5, 5, 5, 4, 4, 5]  # 10,000 points of the Shapes3D grid (train_encdiff.py's default held set)
+sys.path.insert(0, TRAINING)
+from factor_data import HELD_GRID  # noqa: E402  (the training scripts' default held set)
+
 BASELINE_METHODS = ("beta_vae", "beta_tcvae", "factor_vae")
 LABELS = {"encdiff": "EncDiff", "beta_vae": "β-VAE", "beta_tcvae": "β-TCVAE", "factor_vae": "FactorVAE"}
 SCHEDULES = ("linear", "sqrt_linear", "sqrt", "cosine")

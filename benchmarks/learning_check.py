@@ -22,6 +22,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "training"))
 
 import train_encdiff  # noqa: E402
+from factor_data import HELD_GRID  # noqa: E402
 from validation import concept_metrics, read_log  # noqa: E402
 
 from encdiff_pipeline.data import load_factor_dataset  # noqa: E402
@@ -57,7 +58,7 @@ def main() -> None:
     train_records = [r for r in steps if r["event"] == "train"]
     trained = EncDiffPipeline.from_pretrained(output_dir).encoder
 
-    held = load_factor_dataset("procedural-shapes3d", image_size=spec["image_size"], factor_sizes=train_encdiff.HELD_GRID)
+    held = load_factor_dataset("procedural-shapes3d", image_size=spec["image_size"], factor_sizes=HELD_GRID)
     names = ["factor_vae", "dci", "mig"]
     rows = {}
     for label, encoder in (("untrained", untrained), ("trained", trained)):
@@ -69,7 +70,7 @@ def main() -> None:
     print(f"\npreset {args.preset!r}, budget {args.minutes} min: {last['step']} steps, {last['images_seen']} images "
           f"({last['images_seen'] / max(last['seconds'], 1e-9):.1f} img/s), final loss {last['loss']:.4f}, "
           f"wall {seconds / 60:.1f} min incl. final validation")
-    print(f"held set: procedural Shapes3D sub-grid {train_encdiff.HELD_GRID} ({len(held)} images), "
+    print(f"held set: procedural Shapes3D sub-grid {HELD_GRID} ({len(held)} images), "
           f"metrics with {args.metric_num_train} train / {args.metric_num_eval} eval samples, RandomState(0)")
     keys = ["factor_vae", "dci_disentanglement", "dci_completeness", "dci_informativeness", "mig"]
     print("| encoder | " + " | ".join(keys) + " |")

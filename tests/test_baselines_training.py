@@ -74,7 +74,7 @@ def test_train_baseline_rejects_bad_arguments(tmp_path):
 
 def test_encdiff_learning_curve_excludes_validation_time():
     # train_encdiff.py logs wall-clock seconds since start; steps take 1 s, validations 10 s (after steps 2, 4)
-    seconds, records, t = {}, [], 0.0
+    records, t = [], 0.0
     for step in range(1, 6):
         t += 1.0
         records.append({"event": "train", "step": step, "seconds": t, "images_seen": 32 * step})

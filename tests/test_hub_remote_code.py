@@ -6,7 +6,6 @@ import textwrap
 
 import numpy as np
 import pytest
-import torch
 from diffusers import DiffusionPipeline
 
 from tests.test_pipeline_encdiff import STEPS, make_tiny_pipeline, seeded, tiny_images

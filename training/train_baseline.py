@@ -32,14 +32,12 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the helper modules next to this script
+from factor_data import PROCEDURAL, load_datasets  # noqa: E402
 from validation import RunLog, concept_metrics  # noqa: E402
 
 from encdiff_pipeline.baselines import BASELINES, FactorVAEModel  # noqa: E402
-from encdiff_pipeline.data import load_factor_dataset  # noqa: E402
 from encdiff_pipeline.visualization import image_grid  # noqa: E402
 
-PROCEDURAL = "procedural-shapes3d"
-HELD_GRID = [5, 5, 5, 4, 4, 5]  # 10,000 points of the Shapes3D grid, evenly spaced values (as train_encdiff.py)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -78,25 +76,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.gamma is not None and args.model != "factor_vae":
         p.error("--gamma applies to factor_vae only")
     return args
-
-
-def load_datasets(args):
-    """The training dataset and the held dataset for the metrics (train_encdiff.py's choice)."""
-    def load(source: str, options: dict):
-        options = {"image_size": args.image_size, **options} if source == PROCEDURAL else options
-        try:
-            return load_factor_dataset(source, **options)
-        except Exception as err:  # a setup error, reported before training
-            raise SystemExit(f"error: cannot load dataset {source!r} with options {options}: {err}") from err
-
-    train = load(args.dataset, args.dataset_options)
-    if args.validation_dataset is not None:
-        held = load(args.validation_dataset, args.validation_dataset_options or {})
-    elif args.dataset == PROCEDURAL and args.validation_dataset_options is None:
-        held = load(PROCEDURAL, {**args.dataset_options, "factor_sizes": HELD_GRID})
-    else:
-        held = load(args.dataset, args.validation_dataset_options or args.dataset_options)
-    return train, held
 
 
 def build_model(args, image_shape: tuple[int, int, int]):
@@ -146,7 +125,7 @@ def main(args: argparse.Namespace) -> list[dict]:
         raise SystemExit(f"error: {args.output_dir} already holds a run ({log_path}); choose another --output_dir")
     accelerator = Accelerator(mixed_precision=args.mixed_precision)
     set_seed(args.seed)
-    dataset, held = load_datasets(args)
+    dataset, held = load_datasets(args, args.image_size)
     model = build_model(args, dataset.get_images([0]).shape[1:])
     os.makedirs(args.output_dir, exist_ok=True)
     with open(os.path.join(args.output_dir, "training_args.json"), "w", encoding="utf-8") as f:

@@ -49,6 +49,7 @@ from tqdm.auto import tqdm
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the helper modules next to this script
 from batches import BatchOrder, batch_loader, step_generator  # noqa: E402
+from factor_data import PROCEDURAL, load_datasets  # noqa: E402
 from checkpointing import check_run_folder, checkpoint_step, save_checkpoint, write_run_settings  # noqa: E402
 from noise_schedules import NOISE_SCHEDULES, make_noise_scheduler  # noqa: E402
 from presets import ENCDIFF_PRESETS, load_preset  # noqa: E402
@@ -67,8 +68,6 @@ RUN_IDENTITY = ("dataset", "dataset_options", "preset", "config", "vae_path", "s
                 "decoder_type")
 # Their values for runs saved before the setting existed.
 RUN_IDENTITY_DEFAULTS = {"conditioning": "cross_attention", "decoder_type": "diffusion"}
-PROCEDURAL = "procedural-shapes3d"
-HELD_GRID = [5, 5, 5, 4, 4, 5]  # 10,000 points of the Shapes3D grid, evenly spaced values
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -158,28 +157,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"--validation_steps must be >= 1, got {args.validation_steps}")
     args.preset_spec = preset
     return args
-
-
-def load_datasets(args, image_size: int):
-    """The training dataset and the held dataset for metrics; clear errors for unknown sources."""
-    from encdiff_pipeline.data import load_factor_dataset
-
-    def load(source: str, options: dict):
-        if source == PROCEDURAL:
-            options = {"image_size": image_size, **options}
-        try:
-            return load_factor_dataset(source, **options)
-        except Exception as err:  # any failure to open the source is a setup error, reported before training
-            raise SystemExit(f"error: cannot load dataset {source!r} with options {options}: {err}") from err
-
-    train = load(args.dataset, args.dataset_options)
-    if args.validation_dataset is not None:
-        held = load(args.validation_dataset, args.validation_dataset_options or {})
-    elif args.dataset == PROCEDURAL and args.validation_dataset_options is None:
-        held = load(PROCEDURAL, {**args.dataset_options, "factor_sizes": HELD_GRID})
-    else:
-        held = load(args.dataset, args.validation_dataset_options or args.dataset_options)
-    return train, held
 
 
 def build_models(args, image_shape: tuple[int, int, int], vae):
