@@ -202,16 +202,17 @@ def main() -> None:
         print(line, flush=True)
         figures.append(row)
     if args.dci_size:
-        half = args.dci_size  # train on dci_size codes, test on half as many (the protocol's 2:1)
-        table, factors = shapes3d_like_table(half + half // 2)
+        num_train = args.dci_size  # and half as many test codes (the protocol's 10,000 / 5,000)
+        table, factors = shapes3d_like_table(num_train + num_train // 2)
         line = f"{'DCI on ' + str(args.dci_size) + 'x20 Shapes3D-like':40s}"
         for backend in dci_module.BACKENDS:
             start = time.perf_counter()
-            importance, _, acc = compute_importance_gbt(table[:half], factors[:half], table[half:], factors[half:],
+            importance, _, acc = compute_importance_gbt(table[:num_train], factors[:num_train], table[num_train:],
+                                                        factors[num_train:],
                                                         np.random.RandomState(0), n_jobs=1, backend=backend)
             line += (f" {backend} {time.perf_counter() - start:.1f} s (D {disentanglement(importance):.4f}, "
                      f"C {completeness(importance):.4f}, test acc {acc:.4f});")
-        print(line, flush=True)
+            print(line, flush=True)
     if reference is not None:
         total_ours = sum(sum(r["ours_s"].values()) for r in figures)
         total_ref = sum(sum(r["reference_s"].values()) for r in figures)

@@ -50,17 +50,18 @@ def test_callable_gives_the_table_result():
     assert by_call["discrete_mig"] == pytest.approx(expected["mig"]["discrete_mig"], abs=1e-12)
 
 
-def _check_dci(case):
-    result = metrics.dci(_grid(), TABLES[case], np.random.RandomState(0))
+def _check_dci(case, **options):
+    result = metrics.dci(_grid(), TABLES[case], np.random.RandomState(0), **options)
     for key, expected in REFERENCE["cases"][case]["dci"].items():
         assert result[key] == pytest.approx(expected, abs=0.01), (case, key)
 
 
-def test_dci_parity_one_case():
-    _check_dci("rotated_entangled")
-
-
-@pytest.mark.slow
 @pytest.mark.parametrize("case", CASES)
-def test_dci_parity_all_cases(case):
+def test_dci_parity(case):
+    """The default (presorted numpy) gradient boosting, on every fixture case."""
     _check_dci(case)
+
+
+def test_dci_parity_sklearn_backend():
+    """sklearn's GradientBoostingClassifier itself, as disentanglement_lib uses it."""
+    _check_dci("rotated_entangled", backend="sklearn")

@@ -237,7 +237,7 @@ class _TreeGrower:
     """Grows the depth-`max_depth` regression trees of one stage, each depth first like sklearn.
 
     A node is its row ids sorted per feature (d, L), with the sorted float32 values, the weighted
-    gradients (and the weights) in that order; children take a compress of each.
+    gradients (and the weights) in that order; a child compresses the row ids and gathers the rest.
     """
 
     def __init__(self, x32: np.ndarray, weight: np.ndarray, max_depth: int, rng: np.random.RandomState):
@@ -252,6 +252,8 @@ class _TreeGrower:
         self.weight_total = float(weight.sum())
         self.feature_index = np.arange(self.d)
         self.columns = [np.ascontiguousarray(x32[:, f]) for f in range(self.d)]
+        self.x_by_feature = np.ascontiguousarray(x32.T).ravel()  # value of (f, row) at f * n + row
+        self.feature_offset = (np.arange(self.d) * self.n)[:, None]
 
     def grow(self, g: np.ndarray):
         """Trees on targets g (n, T). Returns per level features/thresholds (T, 2^level), the leaf of
@@ -270,11 +272,12 @@ class _TreeGrower:
             wgg_t = wg_t * g[:, t]
             total, square = float(np.cumsum(wg_t)[-1]), float(np.cumsum(wgg_t)[-1])  # sequential, row order
             impurity = square / weight - (total / weight) ** 2
-            self._node(t, draws, self.order, self.x_sorted, wg_t[self.order], self.w_sorted, wgg_t,
+            self._node(t, draws, self.order, self.x_sorted, wg_t[self.order], self.w_sorted, wg_t, wgg_t,
                        0, 0, 0, total, square, weight, impurity)
         return self.features, self.thresholds, self.leaves, self.decrease
 
-    def _node(self, t, draws, layout, xs, gs, ws, wgg_t, depth, index, n_known, total, square, weight, impurity):
+    def _node(self, t, draws, layout, xs, gs, ws, wg_t, wgg_t, depth, index, n_known, total, square, weight,
+              impurity):
         """Split (or not) the node whose rows, sorted per feature, are `layout` (d, L)."""
         if depth >= self.max_depth or weight < 2 or impurity <= EPSILON:
             self.leaves[t, layout[0]] = index << (self.max_depth - depth)
@@ -322,13 +325,10 @@ class _TreeGrower:
         impurity_left = square_left / weight_left - (total_left / weight_left) ** 2
         impurity_right = square_right / weight_right - (total_right / weight_right) ** 2
         self.decrease[t, f] += weight * impurity - weight_left * impurity_left - weight_right * impurity_right
-        for side, mask in enumerate(self._sides(layout, f, threshold)):
-            shape = (self.d, -1)
-            self._node(t, draws, layout[mask].reshape(shape), xs[mask].reshape(shape), gs[mask].reshape(shape),
-                       None if ws is None else ws[mask].reshape(shape), wgg_t, depth + 1, 2 * index + side,
+        left = (self.columns[f] <= threshold)[layout]
+        for side, mask in enumerate((left, ~left)):
+            child = layout[mask].reshape(self.d, -1)
+            self._node(t, draws, child, self.x_by_feature[child + self.feature_offset], wg_t[child],
+                       None if ws is None else self.weight[child], wg_t, wgg_t, depth + 1, 2 * index + side,
                        n_constant, *((total_left, square_left, weight_left, impurity_left) if side == 0
                                      else (total_right, square_right, weight_right, impurity_right)))
-
-    def _sides(self, layout, feature, threshold):
-        left = (self.columns[feature] <= threshold)[layout]
-        return left, ~left
