@@ -145,3 +145,21 @@ def test_identical_columns_resolve_ties_like_sklearn():
         np.testing.assert_allclose(ours.feature_importances_, theirs.feature_importances_, atol=1e-3)
         assert ours.feature_importances_[1] == 0.0
         assert len(set(np.round(ours.feature_importances_[[0, 2, 3, 4]], 6))) == 4  # spread, not all on one
+
+
+@pytest.mark.parametrize("boundary", range(6))
+def test_splits_between_adjacent_float32_values_like_sklearn(boundary):
+    """Codes one float32 ulp apart (above 2, where an ulp exceeds sklearn's 1e-7 split tolerance):
+    the midpoint threshold must be compared in float64, as sklearn does. Rounded to float32 it equals
+    the upper value and sends those rows to the wrong child (this crashed DCI in a training run)."""
+    rng = np.random.RandomState(0)
+    values = [np.float32(3.5)]
+    for _ in range(7):
+        values.append(np.nextafter(values[-1], np.float32(4)))
+    values = np.array(values, dtype=np.float32)
+    x = np.stack([values[rng.randint(8, size=300)], rng.randn(300).astype(np.float32)], axis=1)
+    y = (x[:, 0] > values[boundary]).astype(int) + (x[:, 0] > values[boundary + 1]).astype(int)
+    ours = PresortedGradientBoostingClassifier(n_estimators=5, random_state=0).fit(x, y)
+    reference = GradientBoostingClassifier(n_estimators=5, random_state=0).fit(x, y)
+    np.testing.assert_allclose(ours.feature_importances_, reference.feature_importances_, rtol=1e-9, atol=1e-12)
+    np.testing.assert_array_equal(ours.predict(x), reference.predict(x))

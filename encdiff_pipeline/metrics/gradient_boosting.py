@@ -251,7 +251,9 @@ class _TreeGrower:
         np.less_equal(self.x_sorted[:, 1:], self.x_sorted[:, :-1] + FEATURE_THRESHOLD, out=self.root_invalid[:, :-1])
         self.weight_total = float(weight.sum())
         self.feature_index = np.arange(self.d)
-        self.columns = [np.ascontiguousarray(x32[:, f]) for f in range(self.d)]
+        # float64, as sklearn compares float32 features with its float64 thresholds (under NumPy 2 a
+        # float32 array compared with a Python float would round the threshold to float32)
+        self.columns = [x32[:, f].astype(np.float64) for f in range(self.d)]
         self.x_by_feature = np.ascontiguousarray(x32.T).ravel()  # value of (f, row) at f * n + row
         self.feature_offset = (np.arange(self.d) * self.n)[:, None]
 
