@@ -434,16 +434,17 @@ def main(args: argparse.Namespace) -> str:
                        "images_seen": global_step * images_per_step, "epoch": order.epoch_of(int(k)),
                        "train_seconds": round(train_seconds, 3), "seconds": round(time.time() - start_time, 3)})
         step_loss = 0.0
+        last_step = out_of_time or global_step >= total_steps
         if global_step % args.checkpointing_steps == 0:
             save_checkpoint(accelerator, args.output_dir, global_step, args.checkpoints_total_limit)
             last_checkpoint = global_step
+        if last_step:  # the end block checkpoints first, then validates: a failing validation loses nothing
+            break
         if validate_now or (args.validation_steps and global_step % args.validation_steps == 0):
             if accelerator.is_main_process:
                 last_validation = validate(global_step)
             accelerator.wait_for_everyone()
             next_validation_s = (train_seconds // every_s + 1) * every_s
-        if out_of_time or global_step >= total_steps:
-            break
         tick = time.perf_counter()
     progress.close()
 
