@@ -448,17 +448,19 @@ def main(args: argparse.Namespace) -> dict:
     methods, skipped = plan_methods(args)
     for line in skipped:
         print(f"skipped: {line}", flush=True)
+    # launches recorded by earlier invocations on this output_dir; a method re-run here replaces its own
     launches = []
+    if os.path.exists(os.path.join(args.output_dir, "results.json")):
+        with open(os.path.join(args.output_dir, "results.json"), encoding="utf-8") as f:
+            launches = json.load(f).get("launches", [])
     if not args.report_only:
         total = len(methods) * args.seeds * args.budget_minutes
         print(f"training {methods} x {args.seeds} seed(s), {args.budget_minutes:g} min each: at least "
               f"{total:g} min plus validation", flush=True)
         for seed in range(args.seeds):
             for method in methods:
-                launches.append(run(args, method, seed))
-    elif os.path.exists(os.path.join(args.output_dir, "results.json")):
-        with open(os.path.join(args.output_dir, "results.json"), encoding="utf-8") as f:
-            launches = json.load(f).get("launches", [])
+                launch = run(args, method, seed)
+                launches = [x for x in launches if (x["method"], x["seed"]) != (method, seed)] + [launch]
     return report(args, methods, skipped, launches)
 
 
