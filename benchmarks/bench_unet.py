@@ -154,12 +154,12 @@ def main() -> None:
             _, variant = TrainStep("paper", args.batch, **paper, **kwargs).images_per_second(args.steps)
             print(f"  {name:32s} {variant:5.1f} images/s vs default {base:5.1f} ({variant / base:.2f}x)")
 
-    small = dict(latent_size=32, image_size=32, num_concepts=10, token_dim=32)
+    small = dict(latent_size=16, image_size=16, num_concepts=10, token_dim=32)
     step = TrainStep("small", args.small_batch, **small)
     n_params = sum(p.numel() for p in step.unet.parameters()) / 1e6
     gflop = step.flops() / 1e9
     ips, ips_cpu = step.images_per_second(args.steps, warmup=0)
-    print(f"small U-Net ({n_params:.1f}M) + 32x32 encoder, pixel space 32x32, batch {args.small_batch}, fp32: "
+    print(f"small U-Net ({n_params:.1f}M) + 16x16 encoder, pixel space 16x16, batch {args.small_batch}, fp32: "
           f"{ips:.1f} | {ips_cpu:.1f} images/s, {gflop * ips_cpu / args.small_batch:.0f} GFLOP/s")
 
 

@@ -5,7 +5,8 @@
     python benchmarks/disentanglement.py --smoke                      # seconds per method: a plumbing check
     python benchmarks/disentanglement.py --methods encdiff --ablations schedules,tokens --budget_minutes 20
 
-Each method trains in its own process, one after the other (never two heavy jobs at once):
+Each method trains in its own process; `--jobs J` runs J of them at once (give each
+`--num_threads` = cores / J so that they do not compete for cores), one after the other by default.
 EncDiff through `training/train_encdiff.py`, the baselines through `training/train_baseline.py`.
 Both read the same data (uniform draws over the whole procedural grid), score their representation
 on the same held sub-grid with the same metric code (`training/validation.py: concept_metrics`:
@@ -32,6 +33,7 @@ import shutil
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Optional
 
 import numpy as np
@@ -75,6 +77,8 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--inference_steps", type=int, default=20, help="DDIM steps of EncDiff's swap/traversal grids")
     p.add_argument("--num_threads", type=int, default=None,
                    help="OMP_NUM_THREADS of the training processes (default: torch's choice; --smoke: 1)")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="training processes at once (pair with --num_threads so that jobs x threads <= cores)")
     p.add_argument("--output_dir", default="benchmark_results/disentanglement", help="where runs and the report go")
     p.add_argument("--report_only", action="store_true", help="do not train: rebuild the report from output_dir/runs")
     p.add_argument("--smoke", action="store_true",
@@ -110,8 +114,8 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
         args.image_size = preset_size
     elif uses_encdiff and args.image_size != preset_size:
         p.error(f"--image_size {args.image_size}: EncDiff preset {args.encdiff_preset!r} is built for {preset_size}")
-    if args.budget_minutes <= 0 or args.eval_every_minutes <= 0 or args.seeds < 1:
-        p.error("--budget_minutes and --eval_every_minutes must be > 0 and --seeds >= 1")
+    if args.budget_minutes <= 0 or args.eval_every_minutes <= 0 or args.seeds < 1 or args.jobs < 1:
+        p.error("--budget_minutes and --eval_every_minutes must be > 0, --seeds and --jobs >= 1")
     return args
 
 
@@ -216,14 +220,15 @@ def run(args, method: str, seed: int) -> dict:
     os.makedirs(os.path.dirname(run_dir), exist_ok=True)
     build = baseline_command if method in BASELINE_METHODS else encdiff_command
     cmd = build(args, method, seed, run_dir)
-    print(f"\n== {method}, seed {seed}: {' '.join(cmd[1:])}", flush=True)
+    print(f"\n== {method}, seed {seed} started: {' '.join(cmd[1:])}", flush=True)
     t0 = time.time()
     with open(run_dir + ".log", "w", encoding="utf-8") as log:
         code = subprocess.run(cmd, cwd=REPO, env=script_env(args.num_threads), stdout=log, stderr=subprocess.STDOUT).returncode
-    print(f"   exit {code} after {time.time() - t0:.0f} s wall-clock", flush=True)
+    message = f"== {method}, seed {seed}: exit {code} after {time.time() - t0:.0f} s wall-clock"
     if code != 0:
         with open(run_dir + ".log", encoding="utf-8") as f:
-            print("   " + "   ".join(f.readlines()[-15:]), flush=True)
+            message += "\n   " + "   ".join(f.readlines()[-15:])
+    print(message, flush=True)
     return {"method": method, "seed": seed, "exit_code": code, "command": cmd}
 
 
@@ -455,12 +460,12 @@ def main(args: argparse.Namespace) -> dict:
             launches = json.load(f).get("launches", [])
     if not args.report_only:
         total = len(methods) * args.seeds * args.budget_minutes
-        print(f"training {methods} x {args.seeds} seed(s), {args.budget_minutes:g} min each: at least "
-              f"{total:g} min plus validation", flush=True)
-        for seed in range(args.seeds):
-            for method in methods:
-                launch = run(args, method, seed)
-                launches = [x for x in launches if (x["method"], x["seed"]) != (method, seed)] + [launch]
+        print(f"training {methods} x {args.seeds} seed(s), {args.budget_minutes:g} min each, {args.jobs} at once: "
+              f"at least {total / args.jobs:g} min plus validation", flush=True)
+        todo = [(method, seed) for seed in range(args.seeds) for method in methods]
+        with ThreadPoolExecutor(max_workers=args.jobs) as pool:  # threads that each wait on one process
+            done = list(pool.map(lambda job: run(args, *job), todo))
+        launches = [x for x in launches if (x["method"], x["seed"]) not in set(todo)] + done
     return report(args, methods, skipped, launches)
 
 

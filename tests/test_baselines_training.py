@@ -135,9 +135,9 @@ def test_ablations_missing_from_train_encdiff_are_skipped(monkeypatch):
 
 @pytest.mark.slow
 def test_harness_smoke_runs_baselines_end_to_end(tmp_path):
-    args = harness.parse_args(["--smoke", "--methods", "beta_vae,beta_tcvae", "--output_dir", str(tmp_path)])
-    results = harness.main(args)
-    assert [launch["exit_code"] for launch in results["launches"]] == [0, 0]
+    args = harness.parse_args(["--smoke", "--methods", "beta_vae,beta_tcvae", "--jobs", "2", "--output_dir", str(tmp_path)])
+    results = harness.main(args)  # both methods train at once
+    assert [(x["method"], x["exit_code"]) for x in results["launches"]] == [("beta_vae", 0), ("beta_tcvae", 0)]
     assert results["summary"]["beta_vae"]["seeds"] == 1
     for name in ("results.json", "results.md", "learning_curves.png", "grids/beta_vae_swap.png",
                  "grids/beta_tcvae_traversal.png"):
