@@ -1,0 +1,116 @@
+#!/usr/bin/env python
+"""How fast does EncDiff learn on this machine? The small preset against variants, one budget each.
+
+Each variant is the `small` preset (training/presets.py) with a few keys changed. It trains with
+training/train_encdiff.py on procedural Shapes3D for `--minutes` of training time and is scored
+(FactorVAE, DCI, MIG on the held 10,000-point sub-grid, 2,000 / 1,000 metric samples) every
+`--eval_every_minutes`. The script prints one row per variant and checkpoint time: images/s, FactorVAE,
+DCI disentanglement, informativeness, MIG. These runs chose the small preset's defaults.
+
+    python benchmarks/encdiff_variants.py --minutes 12 --jobs 2            # all variants, 2 at once
+    python benchmarks/encdiff_variants.py --variants default,lr_2e-3 --minutes 12
+    python benchmarks/encdiff_variants.py --report_only                    # reprint from the run folders
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(REPO, "training"))
+from presets import load_preset  # noqa: E402
+
+_FOUR_LEVELS = {"block_out_channels": [32, 64, 64, 64],
+                "down_block_types": ["DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
+                "up_block_types": ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D", "UpBlock2D"]}
+# name -> (what changes from the small preset, preset keys to override, extra train_encdiff.py flags)
+VARIANTS: dict[str, tuple[str, dict[str, Any], list[str]]] = {
+    "default": ("small preset: 16x16, U-Net 16-8-4, attention at 8x8 and 4x4, batch 64, lr 1e-3", {}, []),
+    "pixels_32": ("32x32 images, the former 4-level U-Net (32-16-8-4, attention at 8x8 and 4x4)",
+                  {"image_size": 32, "unet": _FOUR_LEVELS}, []),
+    "four_levels": ("U-Net 16-8-4-2: attention only at 4x4 and 2x2", {"unet": _FOUR_LEVELS}, []),
+    "attention_16": ("attention at every level, 16x16 included",
+                     {"unet": {"down_block_types": ["CrossAttnDownBlock2D"] * 3, "up_block_types": ["CrossAttnUpBlock2D"] * 3}}, []),
+    "cross_attention_only": ("no self-attention: both attention layers attend to the tokens",
+                             {"unet": {"only_cross_attention": True}}, []),
+    "lr_2e-3": ("learning rate 2e-3", {"training": {"learning_rate": 2e-3}}, []),
+    "batch_32": ("batch 32", {"training": {"train_batch_size": 32}}, []),
+    "batch_128_lr_2e-3": ("batch 128 with lr 2e-3", {"training": {"train_batch_size": 128, "learning_rate": 2e-3}}, []),
+}
+
+
+def merge(base: dict, overrides: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in overrides.items():
+        out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def run_variant(args, name: str) -> int:
+    run_dir = os.path.join(args.output_dir, name)
+    os.makedirs(args.output_dir, exist_ok=True)
+    config = os.path.join(args.output_dir, f"{name}.json")
+    with open(config, "w", encoding="utf-8") as f:
+        json.dump(merge(load_preset("small"), VARIANTS[name][1]), f, indent=1)
+    cmd = [sys.executable, os.path.join(REPO, "training", "train_encdiff.py"), "--config", config,
+           "--output_dir", run_dir, "--seed", str(args.seed), "--max_train_minutes", str(args.minutes),
+           "--validation_minutes", str(args.eval_every_minutes), "--checkpointing_steps", str(10**9),
+           "--checkpoints_total_limit", "1", "--num_validation_images", "4", "--validation_inference_steps", "10",
+           "--report_to", "none", *VARIANTS[name][2]]
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.num_threads),
+               PYTHONPATH=os.pathsep.join(filter(None, [REPO, os.environ.get("PYTHONPATH")])))
+    print(f"== {name}: {' '.join(cmd[1:])}", flush=True)
+    with open(run_dir + ".log", "w", encoding="utf-8") as log:
+        code = subprocess.run(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT).returncode
+    print(f"== {name}: exit {code}", flush=True)
+    return code
+
+
+def table(args, names: list[str]) -> str:
+    rows = ["| variant | minutes | images seen | images/s | FactorVAE | DCI | informativeness | MIG |",
+            "|---|---|---|---|---|---|---|---|"]
+    for name in names:
+        log = os.path.join(args.output_dir, name, "logs", "train_log.jsonl")
+        if not os.path.exists(log):
+            rows.append(f"| {name} | no run | | | | | | |")
+            continue
+        with open(log, encoding="utf-8") as f:
+            points = [r for r in map(json.loads, filter(str.strip, f)) if r.get("event") == "validation"]
+        for r in points:
+            rows.append(f"| {name} | {r['train_seconds'] / 60:.1f} | {r['images_seen']:,} | "
+                        f"{r['images_seen'] / r['train_seconds']:.0f} | {r['factor_vae']:.3f} | "
+                        f"{r['dci_disentanglement']:.3f} | {r['dci_informativeness']:.3f} | {r['mig']:.3f} |")
+    return "\n".join(rows)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--variants", default=",".join(VARIANTS), help=f"comma list of {list(VARIANTS)}")
+    p.add_argument("--minutes", type=float, default=12.0, help="training budget per variant")
+    p.add_argument("--eval_every_minutes", type=float, default=4.0, help="validation interval")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--jobs", type=int, default=2, help="variants trained at once")
+    p.add_argument("--num_threads", type=int, default=1, help="OMP_NUM_THREADS of each run")
+    p.add_argument("--output_dir", default="benchmark_results/encdiff_variants")
+    p.add_argument("--report_only", action="store_true", help="do not train: print the table of earlier runs")
+    args = p.parse_args()
+    names = [n.strip() for n in args.variants.split(",") if n.strip()]
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown:
+        p.error(f"unknown --variants {unknown}; expected some of {list(VARIANTS)}")
+    if not args.report_only:
+        with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+            list(pool.map(lambda name: run_variant(args, name), names))
+    print("\n".join(f"- {n}: {VARIANTS[n][0]}" for n in names))
+    print(table(args, names))
+
+
+if __name__ == "__main__":
+    main()
