@@ -1,0 +1,72 @@
+#!/usr/bin/env python
+"""Which concept holds which factor? DCI's importance matrix of a trained model, printed.
+
+Encodes the held 10,000-point procedural Shapes3D sub-grid with a pipeline folder's encoder (or a
+baseline's), fits DCI's per-factor gradient-boosted trees on the codes (DESIGN.md §3, a fresh
+`RandomState(0)`) and prints the importance matrix (codes x factors), each code's disentanglement,
+each factor's completeness and per-factor test accuracy. It shows where a DCI score is lost: a
+factor spread over several codes (low completeness), a code that mixes factors (low
+disentanglement), or a factor no code predicts (low accuracy).
+
+    python benchmarks/factor_importance.py benchmark_results/disentanglement/runs/encdiff/seed0
+    python benchmarks/factor_importance.py benchmark_results/disentanglement/runs/beta_vae/seed0
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import numpy as np
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+sys.path.insert(0, os.path.join(REPO, "training"))
+from factor_data import HELD_GRID  # noqa: E402
+
+from encdiff_pipeline.baselines import load_baseline  # noqa: E402
+from encdiff_pipeline.data import load_factor_dataset  # noqa: E402
+from encdiff_pipeline.evaluation import _encode_table, make_encode_function  # noqa: E402
+from encdiff_pipeline.metrics.dci import _fit_factor, completeness_per_factor, disentanglement_per_code  # noqa: E402
+from encdiff_pipeline.metrics.sampling import sample_codes_and_factors  # noqa: E402
+from encdiff_pipeline.pipeline_encdiff import EncDiffPipeline  # noqa: E402
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("model", help="EncDiffPipeline folder, or a train_baseline.py run folder / model folder")
+    p.add_argument("--image_size", type=int, default=None, help="procedural image size (default: the encoder's)")
+    p.add_argument("--num_train", type=int, default=5000)
+    p.add_argument("--num_test", type=int, default=2000)
+    args = p.parse_args()
+
+    if os.path.isfile(os.path.join(args.model, "model_index.json")):  # an EncDiff pipeline
+        model = EncDiffPipeline.from_pretrained(args.model)
+        size = model.encoder.config.sample_size
+    else:  # a baseline run folder (train_baseline.py writes the model to RUN/model) or a model folder
+        folder = os.path.join(args.model, "model") if os.path.isdir(os.path.join(args.model, "model")) else args.model
+        model = load_baseline(folder)
+        size = model.config.sample_size
+    encode, _ = make_encode_function(model)
+    size = args.image_size or size
+    dataset = load_factor_dataset("procedural-shapes3d", image_size=size, factor_sizes=HELD_GRID)
+    table = _encode_table(dataset, encode, batch_size=256, progress=False)
+    rs = np.random.RandomState(0)
+    x_train, y_train = sample_codes_and_factors(dataset, table, args.num_train, rs, 16)
+    x_test, y_test = sample_codes_and_factors(dataset, table, args.num_test, rs, 16)
+    seeds = rs.randint(np.iinfo(np.int32).max, size=y_train.shape[1])  # as compute_importance_gbt draws them
+    fits = [_fit_factor(x_train, y_train[:, j], x_test, y_test[:, j], int(seeds[j]), "numpy") for j in range(len(seeds))]
+    importance = np.stack([f[0] for f in fits], axis=1)
+    accuracy = [f[2] for f in fits]
+    names = list(getattr(dataset, "factor_names", range(importance.shape[1])))
+    width = max(len(str(n)) for n in names)
+    print(f"{'code':>6} " + " ".join(f"{str(n)[:width]:>{width}}" for n in names) + f" {'D':>6} {'std':>7}")
+    stds = table.std(axis=0)
+    for i, (row, d) in enumerate(zip(importance, disentanglement_per_code(importance))):
+        print(f"{i:>6} " + " ".join(f"{v:>{width}.2f}" for v in row) + f" {d:>6.2f} {stds[i]:>7.3f}")
+    print(f"{'C':>6} " + " ".join(f"{v:>{width}.2f}" for v in completeness_per_factor(importance)))
+    print(f"{'acc':>6} " + " ".join(f"{v:>{width}.2f}" for v in accuracy))
+
+
+if __name__ == "__main__":
+    main()
