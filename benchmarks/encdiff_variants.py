@@ -108,7 +108,7 @@ def main() -> None:
     if not args.report_only:
         with ThreadPoolExecutor(max_workers=args.jobs) as pool:
             list(pool.map(lambda name: run_variant(args, name), names))
-    print("\n".join(f"- {n}: {VARIANTS[n][0]}" for n in names))
+    print("\n".join(f"- {n}: {VARIANTS[n][0]}" for n in names) + "\n")
     print(table(args, names))
 
 

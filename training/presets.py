@@ -28,11 +28,11 @@ ENCDIFF_PRESETS: dict[str, dict[str, Any]] = {
         "training": {"learning_rate": 1e-3, "lr_warmup_steps": 0, "beta_schedule": "cosine",
                      "train_batch_size": 8, "ema_decay": 0.999},
     },
-    # The CPU default: pixel space at 16x16, N=10 scalar concepts of d=32. Measured on the 2-core box
-    # (12 min, 1 thread): 16x16 trains 3.4x more images/s than 32x32 and reaches FactorVAE / DCI
-    # 0.76 / 0.55 where 32x32 was at ~0.56 / 0.17; batch 64 beat 32 (0.52 / 0.21 at 8 min vs
-    # 0.62 / 0.33) and batch 128 with lr 2e-3 (0.62 / 0.18). DESIGN.md §1b: lr 1e-3 with a short
-    # warm-up nearly doubled DCI over 3e-4.
+    # The CPU default: pixel space at 16x16, N=10 scalar concepts of d=32, chosen with
+    # benchmarks/encdiff_variants.py (12 min, 1 thread, 2-core box; FactorVAE / DCI at 8 and 12 min):
+    # this preset 0.61 / 0.38 and 0.76 / 0.55 at 122 images/s; 32x32 (~40 images/s) ~0.56 / 0.17
+    # after 10 min; batch 32 0.52 / 0.21 at 8 min; batch 128 with lr 2e-3 0.62 / 0.18 at 8 min;
+    # lr 2e-3 0.74 / 0.48 at 12 min. DESIGN.md §1b: lr 1e-3 nearly doubled DCI over 3e-4.
     "small": {
         "image_size": 16,
         "latent": False,
