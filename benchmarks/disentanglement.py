@@ -425,7 +425,8 @@ def report(args, methods: list[str], skipped: list[str], launches: list[dict]) -
              f"{args.held_factor_sizes} every ~{args.eval_every_minutes:g} min; final validation shown"
              + ("; mean ± std over seeds" if args.seeds > 1 else "") + ".",
              f"Machine: {results['machine']['processor']}, {results['machine']['cpu_count']} CPUs, "
-             f"torch {results['machine']['torch']}."]
+             f"torch {results['machine']['torch']}; {args.jobs} training process(es) at once, "
+             f"{args.num_threads or 'default'} thread(s) each."]
     for method, entry in summary.items():
         used = entry.get("train_seconds", {}).get("mean")
         if used is not None and used < 0.9 * 60 * args.budget_minutes:
