@@ -32,13 +32,14 @@ from encdiff_pipeline.metrics.sampling import sample_codes_and_factors  # noqa: 
 from encdiff_pipeline.pipeline_encdiff import EncDiffPipeline  # noqa: E402
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> np.ndarray:
+    """Print the table; returns the importance matrix (codes x factors)."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("model", help="EncDiffPipeline folder, or a train_baseline.py run folder / model folder")
     p.add_argument("--image_size", type=int, default=None, help="procedural image size (default: the encoder's)")
     p.add_argument("--num_train", type=int, default=5000)
     p.add_argument("--num_test", type=int, default=2000)
-    args = p.parse_args()
+    args = p.parse_args(argv)
 
     if os.path.isfile(os.path.join(args.model, "model_index.json")):  # an EncDiff pipeline
         model = EncDiffPipeline.from_pretrained(args.model)
@@ -66,6 +67,7 @@ def main() -> None:
         print(f"{i:>6} " + " ".join(f"{v:>{width}.2f}" for v in row) + f" {d:>6.2f} {stds[i]:>7.3f}")
     print(f"{'C':>6} " + " ".join(f"{v:>{width}.2f}" for v in completeness_per_factor(importance)))
     print(f"{'acc':>6} " + " ".join(f"{v:>{width}.2f}" for v in accuracy))
+    return importance
 
 
 if __name__ == "__main__":
