@@ -43,6 +43,7 @@ sys.path.insert(0, REPO)  # this checkout, also without `pip install -e .`
 TRAINING = os.path.join(REPO, "training")
 sys.path.insert(0, TRAINING)
 from factor_data import HELD_GRID  # noqa: E402  (the training scripts' default held set)
+from validation import read_log  # noqa: E402  (the training scripts' JSON-lines log)
 
 BASELINE_METHODS = ("beta_vae", "beta_tcvae", "factor_vae")
 LABELS = {"encdiff": "EncDiff", "beta_vae": "β-VAE", "beta_tcvae": "β-TCVAE", "factor_vae": "FactorVAE"}
@@ -233,11 +234,6 @@ def run(args, method: str, seed: int) -> dict:
 
 
 # -- reading runs ---------------------------------------------------------------------------------
-def read_log(path: str) -> list[dict]:
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
 def learning_curve(records: list[dict], batch_size: Optional[int] = None) -> list[dict]:
     """Validation points with `train_seconds` (validation time excluded) and `images_seen`.
 

@@ -24,7 +24,10 @@ from typing import Any
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "training"))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from disentanglement import script_env  # noqa: E402  (the harness's environment of the training scripts)
 from presets import load_preset  # noqa: E402
+from validation import read_log  # noqa: E402
 
 _FOUR_LEVELS = {"block_out_channels": [32, 64, 64, 64],
                 "down_block_types": ["DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
@@ -63,11 +66,9 @@ def run_variant(args, name: str) -> int:
            "--validation_minutes", str(args.eval_every_minutes), "--checkpointing_steps", str(10**9),
            "--checkpoints_total_limit", "1", "--num_validation_images", "4", "--validation_inference_steps", "10",
            "--report_to", "none", *VARIANTS[name][2]]
-    env = dict(os.environ, OMP_NUM_THREADS=str(args.num_threads),
-               PYTHONPATH=os.pathsep.join(filter(None, [REPO, os.environ.get("PYTHONPATH")])))
     print(f"== {name}: {' '.join(cmd[1:])}", flush=True)
     with open(run_dir + ".log", "w", encoding="utf-8") as log:
-        code = subprocess.run(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT).returncode
+        code = subprocess.run(cmd, cwd=REPO, env=script_env(args.num_threads), stdout=log, stderr=subprocess.STDOUT).returncode
     print(f"== {name}: exit {code}", flush=True)
     return code
 
@@ -80,8 +81,7 @@ def table(args, names: list[str]) -> str:
         if not os.path.exists(log):
             rows.append(f"| {name} | no run | | | | | | |")
             continue
-        with open(log, encoding="utf-8") as f:
-            points = [r for r in map(json.loads, filter(str.strip, f)) if r.get("event") == "validation"]
+        points = [r for r in read_log(log) if r.get("event") == "validation"]
         for r in points:
             rows.append(f"| {name} | {r['train_seconds'] / 60:.1f} | {r['images_seen']:,} | "
                         f"{r['images_seen'] / r['train_seconds']:.0f} | {r['factor_vae']:.3f} | "

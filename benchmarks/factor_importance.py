@@ -27,7 +27,7 @@ from factor_data import HELD_GRID  # noqa: E402
 from encdiff_pipeline.baselines import load_baseline  # noqa: E402
 from encdiff_pipeline.data import load_factor_dataset  # noqa: E402
 from encdiff_pipeline.evaluation import _encode_table, make_encode_function  # noqa: E402
-from encdiff_pipeline.metrics.dci import _fit_factor, completeness_per_factor, disentanglement_per_code  # noqa: E402
+from encdiff_pipeline.metrics.dci import completeness_per_factor, disentanglement_per_code, importance_per_factor  # noqa: E402
 from encdiff_pipeline.metrics.sampling import sample_codes_and_factors  # noqa: E402
 from encdiff_pipeline.pipeline_encdiff import EncDiffPipeline  # noqa: E402
 
@@ -55,10 +55,7 @@ def main(argv: list[str] | None = None) -> np.ndarray:
     rs = np.random.RandomState(0)
     x_train, y_train = sample_codes_and_factors(dataset, table, args.num_train, rs, 16)
     x_test, y_test = sample_codes_and_factors(dataset, table, args.num_test, rs, 16)
-    seeds = rs.randint(np.iinfo(np.int32).max, size=y_train.shape[1])  # as compute_importance_gbt draws them
-    fits = [_fit_factor(x_train, y_train[:, j], x_test, y_test[:, j], int(seeds[j]), "numpy") for j in range(len(seeds))]
-    importance = np.stack([f[0] for f in fits], axis=1)
-    accuracy = [f[2] for f in fits]
+    importance, _, accuracy = importance_per_factor(x_train, y_train, x_test, y_test, rs)
     names = list(getattr(dataset, "factor_names", range(importance.shape[1])))
     width = max(len(str(n)) for n in names)
     print(f"{'code':>6} " + " ".join(f"{str(n)[:width]:>{width}}" for n in names) + f" {'D':>6} {'std':>7}")

@@ -102,11 +102,11 @@ def _fit_factor(x_train, y_train, x_test, y_test, seed: int, backend: str):
     )
 
 
-def compute_importance_gbt(
+def importance_per_factor(
     x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray,
     random_state: np.random.RandomState, n_jobs: Optional[int] = None, backend: Optional[str] = None,
-) -> tuple[np.ndarray, float, float]:
-    """Importance matrix (codes, factors), mean train accuracy, mean test accuracy. Rows are points."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Importance matrix (codes, factors), and each factor's train and test accuracy. Rows are points."""
     backend = DEFAULT_BACKEND if backend is None else backend
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
@@ -119,7 +119,16 @@ def compute_importance_gbt(
         for j in range(num_factors)
     )
     importance = np.stack([r[0] for r in results], axis=1)
-    return importance, float(np.mean([r[1] for r in results])), float(np.mean([r[2] for r in results]))
+    return importance, np.array([r[1] for r in results]), np.array([r[2] for r in results])
+
+
+def compute_importance_gbt(
+    x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray,
+    random_state: np.random.RandomState, n_jobs: Optional[int] = None, backend: Optional[str] = None,
+) -> tuple[np.ndarray, float, float]:
+    """Importance matrix (codes, factors), mean train accuracy, mean test accuracy. Rows are points."""
+    importance, train_acc, test_acc = importance_per_factor(x_train, y_train, x_test, y_test, random_state, n_jobs, backend)
+    return importance, float(np.mean(train_acc)), float(np.mean(test_acc))
 
 
 def compute_dci(
