@@ -67,6 +67,9 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--budget_minutes", type=float, default=20.0, help="training time per method and seed")
     p.add_argument("--eval_every_minutes", type=float, default=None, help="validation interval (default: budget / 4)")
     p.add_argument("--seeds", type=int, default=1, help="seeds per method (0, 1, ...)")
+    p.add_argument("--run_seeds", default=None,
+                   help="comma list of the seeds (of 0 .. seeds-1) to train now; the others are read from earlier "
+                        "runs in output_dir (split a long comparison over several invocations)")
     p.add_argument("--image_size", type=int, default=None, help="image side (default: the EncDiff preset's)")
     p.add_argument("--metric_num_train", type=int, default=10000, help="metric training samples (protocol: 10000)")
     p.add_argument("--metric_num_eval", type=int, default=5000, help="metric evaluation samples (protocol: 5000)")
@@ -117,6 +120,13 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
         p.error(f"--image_size {args.image_size}: EncDiff preset {args.encdiff_preset!r} is built for {preset_size}")
     if args.budget_minutes <= 0 or args.eval_every_minutes <= 0 or args.seeds < 1 or args.jobs < 1:
         p.error("--budget_minutes and --eval_every_minutes must be > 0, --seeds and --jobs >= 1")
+    try:
+        args.run_seeds = (list(range(args.seeds)) if args.run_seeds is None
+                          else [int(s) for s in args.run_seeds.split(",") if s.strip()])
+    except ValueError:
+        p.error(f"--run_seeds {args.run_seeds!r}: expected a comma list of integers, e.g. 1,2")
+    if not set(args.run_seeds) <= set(range(args.seeds)):
+        p.error(f"--run_seeds {args.run_seeds}: each must be one of 0 .. {args.seeds - 1} (--seeds {args.seeds})")
     return args
 
 
@@ -456,10 +466,10 @@ def main(args: argparse.Namespace) -> dict:
         with open(os.path.join(args.output_dir, "results.json"), encoding="utf-8") as f:
             launches = json.load(f).get("launches", [])
     if not args.report_only:
-        total = len(methods) * args.seeds * args.budget_minutes
-        print(f"training {methods} x {args.seeds} seed(s), {args.budget_minutes:g} min each, {args.jobs} at once: "
+        total = len(methods) * len(args.run_seeds) * args.budget_minutes
+        print(f"training {methods} x seed(s) {args.run_seeds}, {args.budget_minutes:g} min each, {args.jobs} at once: "
               f"at least {total / args.jobs:g} min plus validation", flush=True)
-        todo = [(method, seed) for seed in range(args.seeds) for method in methods]
+        todo = [(method, seed) for seed in args.run_seeds for method in methods]
         with ThreadPoolExecutor(max_workers=args.jobs) as pool:  # threads that each wait on one process
             done = list(pool.map(lambda job: run(args, *job), todo))
         launches = [x for x in launches if (x["method"], x["seed"]) not in set(todo)] + done

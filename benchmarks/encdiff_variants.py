@@ -17,21 +17,26 @@ import argparse
 import copy
 import json
 import os
+import shutil
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import numpy as np
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "training"))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from disentanglement import script_env  # noqa: E402  (the harness's environment of the training scripts)
+from factor_importance import analyse  # noqa: E402
 from presets import load_preset  # noqa: E402
 from validation import read_log  # noqa: E402
 
 _FOUR_LEVELS = {"block_out_channels": [32, 64, 64, 64],
                 "down_block_types": ["DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
                 "up_block_types": ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D", "UpBlock2D"]}
+_X0_LOGSNR = {"prediction_type": "sample", "timestep_sampling": "logsnr_normal", "logsnr_mean": -1.5, "logsnr_std": 1.5}
 # name -> (what changes from the small preset, preset keys to override, extra train_encdiff.py flags)
 VARIANTS: dict[str, tuple[str, dict[str, Any], list[str]]] = {
     "default": ("small preset: 16x16, U-Net 16-8-4, attention at 8x8 and 4x4, batch 64, lr 1e-3", {}, []),
@@ -45,6 +50,23 @@ VARIANTS: dict[str, tuple[str, dict[str, Any], list[str]]] = {
     "lr_2e-3": ("learning rate 2e-3", {"training": {"learning_rate": 2e-3}}, []),
     "batch_32": ("batch 32", {"training": {"train_batch_size": 32}}, []),
     "batch_128_lr_2e-3": ("batch 128 with lr 2e-3", {"training": {"train_batch_size": 128, "learning_rate": 2e-3}}, []),
+    # levers aimed at object scale and shape (the small print of the image)
+    "x0_logsnr": ("x0 prediction, log-SNR ~ N(-1.5, 1.5)", {"training": _X0_LOGSNR}, []),
+    "x0_logsnr_edge": ("x0 prediction, log-SNR ~ N(-1.5, 1.5), edge loss 1.0", {"training": {**_X0_LOGSNR, "edge_loss_weight": 1.0}}, []),
+    "v_logsnr_edge": ("v prediction, log-SNR ~ N(-1.5, 1.5), edge loss 1.0",
+                      {"training": {**_X0_LOGSNR, "prediction_type": "v_prediction", "edge_loss_weight": 1.0}}, []),
+    "x0_edge": ("x0 prediction, uniform t, edge loss 1.0", {"training": {"prediction_type": "sample", "edge_loss_weight": 1.0}}, []),
+    "concepts_16": ("16 concepts", {"encoder": {"num_concepts": 16}}, []),
+    "concepts_20": ("20 concepts (the paper's N)", {"encoder": {"num_concepts": 20}}, []),
+    "skip_dropout": ("skip dropout 0.2", {"training": {"skip_dropout": 0.2}}, []),
+    "encoder_lr_x3": ("the encoder's learning rate x3 (3e-3)", {"training": {"encoder_lr_scale": 3.0}}, []),
+    "v_edge": ("v prediction, uniform t, edge loss 1.0", {"training": {"prediction_type": "v_prediction", "edge_loss_weight": 1.0}}, []),
+    "x0_logsnr_edge_skip": ("x0_logsnr_edge with skip dropout 0.2",
+                            {"training": {**_X0_LOGSNR, "edge_loss_weight": 1.0, "skip_dropout": 0.2}}, []),
+    "x0_logsnr_edge_n6": ("x0_logsnr_edge with 6 concepts", {"training": {**_X0_LOGSNR, "edge_loss_weight": 1.0},
+                                                              "encoder": {"num_concepts": 6}}, []),
+    "x0_logsnr_edge_n12": ("x0_logsnr_edge with 12 concepts", {"training": {**_X0_LOGSNR, "edge_loss_weight": 1.0},
+                                                                "encoder": {"num_concepts": 12}}, []),
 }
 
 
@@ -57,6 +79,7 @@ def merge(base: dict, overrides: dict) -> dict:
 
 def run_variant(args, name: str) -> int:
     run_dir = os.path.join(args.output_dir, name)
+    shutil.rmtree(run_dir, ignore_errors=True)  # a variant re-run starts afresh
     os.makedirs(args.output_dir, exist_ok=True)
     config = os.path.join(args.output_dir, f"{name}.json")
     with open(config, "w", encoding="utf-8") as f:
@@ -70,22 +93,35 @@ def run_variant(args, name: str) -> int:
     with open(run_dir + ".log", "w", encoding="utf-8") as log:
         code = subprocess.run(cmd, cwd=REPO, env=script_env(args.num_threads), stdout=log, stderr=subprocess.STDOUT).returncode
     print(f"== {name}: exit {code}", flush=True)
+    if code == 0:  # which concept holds which factor, at the end of the run
+        result = analyse(run_dir, num_train=2000, num_test=1000)
+        with open(os.path.join(run_dir, "importance.json"), "w", encoding="utf-8") as f:
+            json.dump({k: np.asarray(v).tolist() for k, v in result.items()}, f, indent=1)
     return code
 
 
 def table(args, names: list[str]) -> str:
-    rows = ["| variant | minutes | images seen | images/s | FactorVAE | DCI | informativeness | MIG |",
-            "|---|---|---|---|---|---|---|---|"]
+    rows = ["| variant | minutes | images seen | images/s | FactorVAE | DCI | informativeness | MIG | scale acc / C | shape acc / C |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
     for name in names:
         log = os.path.join(args.output_dir, name, "logs", "train_log.jsonl")
         if not os.path.exists(log):
             rows.append(f"| {name} | no run | | | | | | |")
             continue
         points = [r for r in read_log(log) if r.get("event") == "validation"]
-        for r in points:
+        importance_file = os.path.join(args.output_dir, name, "importance.json")
+        factors = "| |"
+        if os.path.exists(importance_file):  # scale and shape: held-out accuracy and completeness (final step)
+            with open(importance_file, encoding="utf-8") as f:
+                imp = json.load(f)
+            cells = [f"{imp['accuracy'][imp['factor_names'].index(k)]:.2f} / {imp['completeness'][imp['factor_names'].index(k)]:.2f}"
+                     for k in ("scale", "shape")]
+            factors = f"| {cells[0]} | {cells[1]} |"
+        for i, r in enumerate(points):
             rows.append(f"| {name} | {r['train_seconds'] / 60:.1f} | {r['images_seen']:,} | "
                         f"{r['images_seen'] / r['train_seconds']:.0f} | {r['factor_vae']:.3f} | "
-                        f"{r['dci_disentanglement']:.3f} | {r['dci_informativeness']:.3f} | {r['mig']:.3f} |")
+                        f"{r['dci_disentanglement']:.3f} | {r['dci_informativeness']:.3f} | {r['mig']:.3f} "
+                        + (factors if i == len(points) - 1 else "| |"))
     return "\n".join(rows)
 
 

@@ -57,6 +57,7 @@ from validation import RunLog, concept_metrics, read_log, save_decoder_images, s
 
 from encdiff_pipeline.models import UNET_PRESETS, ConceptEncoderModel, unet_from_preset  # noqa: E402
 from encdiff_pipeline.pipeline_encdiff import EncDiffPipeline  # noqa: E402
+from encdiff_pipeline.training import PREDICTION_TYPES, TIMESTEP_SAMPLINGS, DiffusionObjective, SkipDropout  # noqa: E402
 
 logger = get_logger(__name__)
 
@@ -65,9 +66,14 @@ ARGS_FILE = "training_args.json"
 RUN_IDENTITY = ("dataset", "dataset_options", "preset", "config", "vae_path", "seed", "train_batch_size",
                 "gradient_accumulation_steps", "num_processes", "beta_schedule", "prediction_type", "loss_type",
                 "learning_rate", "lr_scheduler", "lr_warmup_steps", "adam_weight_decay", "ema_decay", "conditioning",
-                "decoder_type")
+                "decoder_type", "timestep_sampling", "logsnr_mean", "logsnr_std", "edge_loss_weight", "skip_dropout", "encoder_lr_scale")
 # Their values for runs saved before the setting existed.
-RUN_IDENTITY_DEFAULTS = {"conditioning": "cross_attention", "decoder_type": "diffusion"}
+RUN_IDENTITY_DEFAULTS = {"conditioning": "cross_attention", "decoder_type": "diffusion", "timestep_sampling": "uniform",
+                         "logsnr_mean": 0.0, "logsnr_std": 1.0, "edge_loss_weight": 0.0, "skip_dropout": 0.0, "encoder_lr_scale": 1.0}
+# Training settings a preset may set (its "training" dict) and their values when it does not.
+TRAINING_DEFAULTS = {"learning_rate": 3e-4, "lr_warmup_steps": 500, "beta_schedule": "linear", "train_batch_size": 32,
+                     "ema_decay": 0.9999, "prediction_type": "epsilon", "timestep_sampling": "uniform",
+                     "logsnr_mean": 0.0, "logsnr_std": 1.0, "edge_loss_weight": 0.0, "skip_dropout": 0.0, "encoder_lr_scale": 1.0}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -96,12 +102,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--learning_rate", type=float, default=None, help="AdamW learning rate (default: the preset's)")
     p.add_argument("--lr_scheduler", default="constant_with_warmup", help="diffusers.optimization.get_scheduler name")
     p.add_argument("--lr_warmup_steps", type=int, default=None, help="linear warm-up steps (default: the preset's)")
+    p.add_argument("--encoder_lr_scale", type=float, default=None,
+                   help="the concept encoder's learning rate as a multiple of --learning_rate; default: the preset's")
     p.add_argument("--adam_weight_decay", type=float, default=1e-2, help="AdamW weight decay (torch's default)")
     p.add_argument("--max_grad_norm", type=float, default=1.0, help="gradient clipping norm (0 = off)")
     p.add_argument("--ema_decay", type=float, default=None, help="EMA decay of the U-Net weights (default: the preset's)")
     p.add_argument("--beta_schedule", default=None, choices=NOISE_SCHEDULES,
                    help="noise schedule, release names (linear = diffusers scaled_linear 0.0015..0.0155); default: the preset's")
-    p.add_argument("--prediction_type", default="epsilon", choices=["epsilon", "sample"], help="U-Net target: the noise (paper) or x0")
+    p.add_argument("--prediction_type", default=None, choices=PREDICTION_TYPES,
+                   help="U-Net target: the noise (paper), the clean image x0, or v; default: the preset's")
+    p.add_argument("--timestep_sampling", default=None, choices=TIMESTEP_SAMPLINGS,
+                   help="training noise levels: uniform over the T steps (paper), or log-SNR ~ N(--logsnr_mean, --logsnr_std); "
+                        "default: the preset's")
+    p.add_argument("--logsnr_mean", type=float, default=None, help="mean log-SNR of --timestep_sampling logsnr_normal")
+    p.add_argument("--logsnr_std", type=float, default=None, help="std of log-SNR of --timestep_sampling logsnr_normal")
+    p.add_argument("--edge_loss_weight", type=float, default=None,
+                   help="weight of an L1 loss on finite differences of the implied clean image (0 = off; needs x0 or v "
+                        "prediction); default: the preset's")
+    p.add_argument("--skip_dropout", type=float, default=None,
+                   help="channel dropout probability on the U-Net's skip connections while training (0 = off); "
+                        "default: the preset's")
     p.add_argument("--loss_type", default="l1", choices=["l1", "l2"], help="L1 (paper) or L2 on the target")
     p.add_argument("--mixed_precision", default=None, choices=["no", "fp16", "bf16"], help="overrides accelerate's config")
     p.add_argument("--dataloader_num_workers", type=int, default=0, help="processes rendering/reading batches ahead")
@@ -144,13 +164,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         preset = load_preset(args.preset, args.config)
     except ValueError as err:
         p.error(str(err))
-    defaults = {"learning_rate": 3e-4, "lr_warmup_steps": 500, "beta_schedule": "linear", "train_batch_size": 32,
-                "ema_decay": 0.9999, **preset["training"]}
-    for key, value in defaults.items():
+    for key, value in {**TRAINING_DEFAULTS, **preset["training"]}.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
     if args.validation_minutes is not None and args.validation_minutes <= 0:
         p.error(f"--validation_minutes must be > 0, got {args.validation_minutes}")
+    try:
+        DiffusionObjective(make_noise_scheduler(args.beta_schedule), args.prediction_type, args.loss_type,
+                           args.timestep_sampling, args.logsnr_mean, args.logsnr_std, args.edge_loss_weight)
+    except ValueError as err:
+        p.error(str(err))
+    if not (args.encoder_lr_scale > 0 and np.isfinite(args.encoder_lr_scale)):
+        p.error(f"--encoder_lr_scale must be a finite number > 0, got {args.encoder_lr_scale}")
+    if not 0.0 <= args.skip_dropout < 1.0:
+        p.error(f"--skip_dropout must be in [0, 1), got {args.skip_dropout}")
     if args.validation_steps is None and args.validation_minutes is None:
         args.validation_steps = args.checkpointing_steps
     if args.validation_steps is not None and args.validation_steps < 1:
@@ -291,6 +318,8 @@ def main(args: argparse.Namespace) -> str:
     noise_scheduler = make_noise_scheduler(args.beta_schedule)
     # the deterministic decoder predicts the image itself: its (unused for training) scheduler says so
     noise_scheduler.register_to_config(prediction_type="sample" if args.decoder_type == "deterministic" else args.prediction_type)
+    objective = DiffusionObjective(noise_scheduler, args.prediction_type, args.loss_type, args.timestep_sampling,
+                                   args.logsnr_mean, args.logsnr_std, args.edge_loss_weight)
     latent_scale = 1.0
     if vae is not None:  # the paper: latents scaled by 1 / std of the first batch (the same batch on every process)
         first = BatchOrder(len(dataset), args.train_batch_size, args.seed).indices(0)
@@ -324,12 +353,14 @@ def main(args: argparse.Namespace) -> str:
     accelerator.register_save_state_pre_hook(save_model_hook)
     accelerator.register_load_state_pre_hook(load_model_hook)
 
-    optimizer = torch.optim.AdamW(list(encoder.parameters()) + list(unet.parameters()), lr=args.learning_rate,
+    optimizer = torch.optim.AdamW([{"params": list(encoder.parameters()), "lr": args.learning_rate * args.encoder_lr_scale},
+                                   {"params": list(unet.parameters())}], lr=args.learning_rate,
                                   weight_decay=args.adam_weight_decay)
     lr_scheduler = get_scheduler(args.lr_scheduler, optimizer,
                                  num_warmup_steps=args.lr_warmup_steps * accelerator.num_processes,
                                  num_training_steps=(args.max_train_steps or 10**9) * accelerator.num_processes)
     encoder, unet, optimizer, lr_scheduler = accelerator.prepare(encoder, unet, optimizer, lr_scheduler)
+    skip_dropout = SkipDropout(accelerator.unwrap_model(unet), args.skip_dropout)
 
     global_step, train_seconds = 0, 0.0
     log_path = os.path.join(args.output_dir, "logs", "train_log.jsonl")
@@ -398,16 +429,13 @@ def main(args: argparse.Namespace) -> str:
             tokens = encoder(images).tokens
             if deterministic:  # EncDec w/o Diff: zeros at t=0 -> the image, no noise
                 prediction = deterministic_decode(unet, tokens, unet_config)
-                target = clean
+                loss_fn = F.l1_loss if args.loss_type == "l1" else F.mse_loss
+                loss = loss_fn(prediction.float(), clean.float())
             else:
-                noise = torch.randn(clean.shape, generator=generator).to(clean.device)
-                timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (clean.shape[0],), generator=generator)
-                timesteps = timesteps.to(clean.device)
-                noisy = noise_scheduler.add_noise(clean, noise, timesteps)
+                noisy, timesteps, noise = objective.noise(clean, generator)
+                skip_dropout.generator = generator
                 prediction = unet(noisy, timesteps, **unet_kwargs(unet_config, tokens)).sample
-                target = noise if args.prediction_type == "epsilon" else clean
-            loss_fn = F.l1_loss if args.loss_type == "l1" else F.mse_loss
-            loss = loss_fn(prediction.float(), target.float())
+                loss = objective.loss(clean, noisy, timesteps, noise, prediction)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"loss is {loss.item()} at step {global_step + 1}; lower --learning_rate or check the data")
             step_loss += accelerator.gather(loss.detach()).mean().item() / args.gradient_accumulation_steps

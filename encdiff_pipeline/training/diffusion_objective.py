@@ -1,0 +1,136 @@
+"""The denoising objective EncDiff trains with, and the levers that move what it pays for.
+
+The paper's objective: t uniform over the T training steps, the U-Net predicts the noise (eps), loss
+= mean L1 between prediction and target. Three levers change *which* information the loss rewards,
+and so what the concept tokens must carry:
+
+- `prediction_type`: "epsilon" (paper), "sample" (the clean image x0) or "v_prediction"
+  (v = sqrt(a) eps - sqrt(1 - a) x0). An error of the implied x0 costs sqrt(SNR) times more under
+  eps than under x0, so eps puts the weight on low noise, where x_t itself shows the image and exact
+  colours dominate; x0 weighs every noise level alike.
+- `timestep_sampling`: "uniform" (paper) or "logsnr_normal": log-SNR drawn from a normal
+  N(logsnr_mean, logsnr_std), mapped to the nearest training step. Small image details (object
+  scale and shape) drown in the noise at moderate noise levels (log-SNR about -2.5 to 0 at 16 px),
+  where the coarse colours are still readable from x_t: training there makes the tokens carry them.
+- `edge_loss_weight`: an extra L1 loss between the finite differences (horizontal and vertical) of
+  the implied clean image and of the true one. Edges carry the object's outline: its share of the
+  loss is several times its share of the pixel variance.
+
+Example:
+    >>> from diffusers import DDPMScheduler
+    >>> objective = DiffusionObjective(DDPMScheduler(), prediction_type="sample",
+    ...                                timestep_sampling="logsnr_normal", logsnr_mean=-1.0)
+    >>> g = torch.Generator().manual_seed(0)
+    >>> clean = torch.zeros(4, 3, 16, 16)
+    >>> noisy, timesteps, noise = objective.noise(clean, g)
+    >>> loss = objective.loss(clean, noisy, timesteps, noise, prediction=torch.zeros_like(clean))
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
+TIMESTEP_SAMPLINGS = ("uniform", "logsnr_normal")
+LOSS_TYPES = ("l1", "l2")
+
+
+def finite_differences(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Horizontal and vertical neighbour differences of (B, C, H, W) images."""
+    return images[..., :, 1:] - images[..., :, :-1], images[..., 1:, :] - images[..., :-1, :]
+
+
+class DiffusionObjective:
+    """Noising, target and loss of one training step for a diffusers noise scheduler.
+
+    Args:
+        scheduler: a `DDPMScheduler` (or any scheduler with `alphas_cumprod` and `add_noise`).
+        prediction_type: "epsilon", "sample" or "v_prediction".
+        loss_type: "l1" (paper) or "l2", on the prediction target.
+        timestep_sampling: "uniform" or "logsnr_normal".
+        logsnr_mean, logsnr_std: the normal in log-SNR of "logsnr_normal".
+        edge_loss_weight: weight of the L1 loss on finite differences of the implied clean image
+            (0 = off; needs "sample" or "v_prediction", where the clean image is a stable function of
+            the prediction).
+    """
+
+    def __init__(self, scheduler, prediction_type: str = "epsilon", loss_type: str = "l1",
+                 timestep_sampling: str = "uniform", logsnr_mean: float = 0.0, logsnr_std: float = 1.0,
+                 edge_loss_weight: float = 0.0):
+        if prediction_type not in PREDICTION_TYPES:
+            raise ValueError(f"prediction_type {prediction_type!r}; expected one of {PREDICTION_TYPES}")
+        if loss_type not in LOSS_TYPES:
+            raise ValueError(f"loss_type {loss_type!r}; expected one of {LOSS_TYPES}")
+        if timestep_sampling not in TIMESTEP_SAMPLINGS:
+            raise ValueError(f"timestep_sampling {timestep_sampling!r}; expected one of {TIMESTEP_SAMPLINGS}")
+        if not (math.isfinite(logsnr_mean) and math.isfinite(logsnr_std) and logsnr_std > 0):
+            raise ValueError(f"logsnr_mean must be finite and logsnr_std > 0, got {logsnr_mean}, {logsnr_std}")
+        if not (math.isfinite(edge_loss_weight) and edge_loss_weight >= 0):
+            raise ValueError(f"edge_loss_weight must be >= 0, got {edge_loss_weight}")
+        if edge_loss_weight > 0 and prediction_type == "epsilon":
+            raise ValueError("edge_loss_weight > 0 needs prediction_type 'sample' or 'v_prediction': the clean image "
+                             "implied by an eps prediction divides by sqrt(alpha_bar), which vanishes at high noise")
+        self.scheduler = scheduler
+        self.prediction_type, self.loss_type = prediction_type, loss_type
+        self.timestep_sampling, self.logsnr_mean, self.logsnr_std = timestep_sampling, logsnr_mean, logsnr_std
+        self.edge_loss_weight = edge_loss_weight
+        alphas_cumprod = scheduler.alphas_cumprod.double()
+        self._logsnr = torch.log(alphas_cumprod / (1 - alphas_cumprod)).float()  # decreasing in t
+        self._alphas_cumprod = alphas_cumprod.float()
+
+    @property
+    def num_train_timesteps(self) -> int:
+        return len(self._alphas_cumprod)
+
+    def sample_timesteps(self, batch_size: int, generator: torch.Generator) -> torch.Tensor:
+        """Training steps (long, CPU) for one batch, drawn with `generator`."""
+        if self.timestep_sampling == "uniform":
+            return torch.randint(0, self.num_train_timesteps, (batch_size,), generator=generator)
+        logsnr = self.logsnr_mean + self.logsnr_std * torch.randn(batch_size, generator=generator)
+        # nearest step: logsnr is decreasing in t, so search its negation (increasing)
+        index = torch.searchsorted(-self._logsnr, -logsnr).clamp(1, self.num_train_timesteps - 1)
+        below, above = self._logsnr[index - 1], self._logsnr[index]
+        nearer_below = (below - logsnr).abs() < (logsnr - above).abs()
+        return torch.where(nearer_below, index - 1, index).long()
+
+    def noise(self, clean: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(noisy x_t, timesteps, noise) for a batch of clean images; all randomness from `generator`."""
+        noise = torch.randn(clean.shape, generator=generator).to(clean.device, clean.dtype)
+        timesteps = self.sample_timesteps(clean.shape[0], generator).to(clean.device)
+        return self.scheduler.add_noise(clean, noise, timesteps), timesteps, noise
+
+    def _coefficients(self, timesteps: torch.Tensor, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        a = self._alphas_cumprod.to(like.device)[timesteps].to(like.dtype).view(-1, *([1] * (like.ndim - 1)))
+        return a.sqrt(), (1 - a).sqrt()
+
+    def target(self, clean: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        """What the U-Net should output."""
+        if self.prediction_type == "epsilon":
+            return noise
+        if self.prediction_type == "sample":
+            return clean
+        sqrt_a, sqrt_one_minus_a = self._coefficients(timesteps, clean)
+        return sqrt_a * noise - sqrt_one_minus_a * clean
+
+    def predicted_clean(self, prediction: torch.Tensor, noisy: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        """The clean image implied by a prediction of x_t."""
+        if self.prediction_type == "sample":
+            return prediction
+        sqrt_a, sqrt_one_minus_a = self._coefficients(timesteps, noisy)
+        if self.prediction_type == "v_prediction":
+            return sqrt_a * noisy - sqrt_one_minus_a * prediction
+        return (noisy - sqrt_one_minus_a * prediction) / sqrt_a
+
+    def loss(self, clean: torch.Tensor, noisy: torch.Tensor, timesteps: torch.Tensor, noise: torch.Tensor,
+             prediction: torch.Tensor) -> torch.Tensor:
+        """Mean loss of one batch (float32): the target loss plus the weighted edge loss."""
+        distance = F.l1_loss if self.loss_type == "l1" else F.mse_loss
+        prediction, clean = prediction.float(), clean.float()
+        loss = distance(prediction, self.target(clean, noise.float(), timesteps))
+        if self.edge_loss_weight > 0:
+            implied = self.predicted_clean(prediction, noisy.float(), timesteps)
+            edges = zip(finite_differences(implied), finite_differences(clean))
+            loss = loss + self.edge_loss_weight * sum(F.l1_loss(p, t) for p, t in edges) / 2
+        return loss
