@@ -86,15 +86,16 @@ def test_modularity_by_hand():
 def test_dci_by_hand():
     r = np.array([[0.6, 0.0],
                   [0.2, 0.2],
-                  [0.0, 0.2]])   # 3 codes, 2 factors; total importance 1.2
+                  [0.0, 0.4]])   # 3 codes, 2 factors; total importance 1.4
     h2 = lambda *p: -sum(x * math.log(x) for x in p if x > 0) / math.log(2)
     h3 = lambda *p: -sum(x * math.log(x) for x in p if x > 0) / math.log(3)
     per_code = [1 - h2(1.0), 1 - h2(0.5, 0.5), 1 - h2(1.0)]                # [1, 0, 1]
-    per_factor = [1 - h3(0.75, 0.25), 1 - h3(0.5, 0.5)]
+    per_factor = [1 - h3(0.75, 0.25), 1 - h3(1 / 3, 2 / 3)]
     np.testing.assert_allclose(disentanglement_per_code(r), per_code, atol=1e-9)
     np.testing.assert_allclose(completeness_per_factor(r), per_factor, atol=1e-9)
-    assert disentanglement(r) == pytest.approx(0.5 * 1 + (0.4 / 1.2) * 0 + (0.2 / 1.2) * 1, abs=1e-9)
-    assert completeness(r) == pytest.approx((0.8 / 1.2) * per_factor[0] + (0.4 / 1.2) * per_factor[1], abs=1e-9)
+    # weighted by each code's / factor's share of the total importance (not a plain mean: 2/3 here)
+    assert disentanglement(r) == pytest.approx((0.6 / 1.4) * 1 + (0.4 / 1.4) * 0 + (0.4 / 1.4) * 1, abs=1e-9)
+    assert completeness(r) == pytest.approx((0.8 / 1.4) * per_factor[0] + (0.6 / 1.4) * per_factor[1], abs=1e-9)
 
 
 # ---- FactorVAE: argmin of local variance / global variance ------------------------------------
