@@ -1,0 +1,190 @@
+"""EncDiffPipeline sampling against known answers computed by hand in the test.
+
+DDIM is written out here from its definition (Song et al. 2021, eq. 12 and 16) on the paper's
+schedule (scaled_linear betas 0.0015..0.0155, T=1000), the U-Net is called by the test itself at
+the timesteps it expects, and the first stage decodes `latents / latent_scale`. The pipeline must
+give the same numbers, element by element.
+"""
+import numpy as np
+import pytest
+import torch
+from diffusers import AutoencoderKL, VQModel
+
+from encdiff_pipeline import ConceptEncoderModel, EncDiffPipeline
+from encdiff_pipeline.models import aggregate_attention_maps, capture_cross_attention, unet_from_preset
+
+N, D, STEPS = 3, 8, 2
+
+
+def make_pipeline(vae_type=None, latent_scale=1.0, seed=0):
+    """8x8 pixel space, or (vae_type) 16x16 images over a tiny VQModel / AutoencoderKL with 8x8x3 latents."""
+    torch.manual_seed(seed)
+    size = 8 if vae_type is None else 16
+    encoder = ConceptEncoderModel(sample_size=size, num_concepts=N, token_dim=D, width=8, mlp_hidden_dims=(8, 8))
+    unet = unet_from_preset("tiny", sample_size=8, cross_attention_dim=D)
+    blocks = dict(in_channels=3, out_channels=3, latent_channels=3, block_out_channels=(8, 8), layers_per_block=1,
+                  norm_num_groups=4, sample_size=16, down_block_types=("DownEncoderBlock2D",) * 2,
+                  up_block_types=("UpDecoderBlock2D",) * 2)
+    vae = {None: lambda: None,
+           "vq": lambda: VQModel(vq_embed_dim=3, num_vq_embeddings=16, **blocks),
+           "kl": lambda: AutoencoderKL(**blocks)}[vae_type]()
+    pipe = EncDiffPipeline(encoder=encoder, unet=unet, vae=vae, latent_scale=latent_scale)
+    pipe.set_progress_bar_config(disable=True)
+    for module in (pipe.encoder, pipe.unet, pipe.vae):
+        if module is not None:
+            module.eval()
+    return pipe
+
+
+def images(batch=2, size=8, seed=1):
+    return torch.rand(batch, 3, size, size, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+
+
+def alphas_cumprod():
+    """The paper's schedule, float32 like the scheduler's tables."""
+    betas = np.linspace(0.0015**0.5, 0.0155**0.5, 1000, dtype=np.float64) ** 2
+    return torch.from_numpy(np.cumprod(1.0 - betas)).float()
+
+
+def ddim_by_hand(unet, tokens, noise, steps, eta=0.0, generator=None):
+    """DDIM (eq. 12, with sigma_t(eta) of eq. 16) from `noise`; `generator` draws the step noise after
+    the initial noise, as the pipeline's scheduler does. Also returns the timesteps it used."""
+    acp = alphas_cumprod()
+    ratio = 1000 // steps
+    timesteps = [ratio * i for i in reversed(range(steps))]  # "leading" spacing: 500, 0 for 2 steps
+    x = noise.clone()
+    for t in timesteps:
+        with torch.no_grad():
+            eps = unet(x, torch.tensor(t), encoder_hidden_states=tokens).sample
+        a_t = acp[t]
+        a_prev = acp[t - ratio] if t - ratio >= 0 else torch.tensor(1.0)
+        x0 = (x - (1 - a_t).sqrt() * eps) / a_t.sqrt()
+        sigma = eta * ((1 - a_prev) / (1 - a_t)).sqrt() * (1 - a_t / a_prev).sqrt()
+        x = a_prev.sqrt() * x0 + (1 - a_prev - sigma**2).sqrt() * eps
+        if eta > 0:
+            x = x + sigma * torch.randn(x.shape, generator=generator)
+    return x, timesteps
+
+
+def to_unit(pixels):
+    return (pixels / 2 + 0.5).clamp(0, 1)
+
+
+def test_ddim_steps_match_a_hand_computation_at_the_right_timesteps():
+    pipe = make_pipeline()
+    x = images()
+    with torch.no_grad():
+        tokens = pipe.encoder(x).tokens
+    generator = torch.Generator().manual_seed(7)
+    noise = torch.randn(2, 3, 8, 8, generator=generator)
+    expected, timesteps = ddim_by_hand(pipe.unet, tokens, noise, STEPS)
+    out = pipe(images=x, num_inference_steps=STEPS, generator=torch.Generator().manual_seed(7), output_type="pt").images
+    assert pipe.scheduler.timesteps.tolist() == timesteps == [500, 0]
+    inside = (to_unit(expected) > 0) & (to_unit(expected) < 1)
+    assert inside.float().mean() > 0.3  # most values are not clamped away by the [0, 1] postprocessing
+    torch.testing.assert_close(out, to_unit(expected), rtol=0, atol=1e-5)
+    # the unclamped samples too
+    raw = pipe._sample(tokens, STEPS, torch.Generator().manual_seed(7), 0.0)
+    torch.testing.assert_close(raw, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_eta_one_adds_the_ddim_variance_term():
+    pipe = make_pipeline()
+    concepts = pipe.encode(images())
+    with torch.no_grad():
+        tokens = pipe.encoder.concepts_to_tokens(concepts)
+    run = lambda eta: pipe(concepts=concepts, num_inference_steps=STEPS, eta=eta,
+                           generator=torch.Generator().manual_seed(3), output_type="pt").images
+    deterministic, stochastic = run(0.0), run(1.0)
+    assert (deterministic - stochastic).abs().max() > 1e-2  # same generator, different eta: different samples
+    generator = torch.Generator().manual_seed(3)
+    noise = torch.randn(2, 3, 8, 8, generator=generator)
+    expected, _ = ddim_by_hand(pipe.unet, tokens, noise, STEPS, eta=1.0, generator=generator)
+    torch.testing.assert_close(stochastic, to_unit(expected), rtol=0, atol=1e-5)
+    expected_eta0, _ = ddim_by_hand(pipe.unet, tokens, noise, STEPS)
+    torch.testing.assert_close(deterministic, to_unit(expected_eta0), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("vae_type", ["vq", "kl"])
+def test_latents_are_decoded_divided_by_latent_scale(vae_type):
+    pipe = make_pipeline(vae_type, latent_scale=0.25)
+    x = images(size=16)
+    concepts = pipe.encode(x)
+    with torch.no_grad():
+        tokens = pipe.encoder.concepts_to_tokens(concepts)
+        noise = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(5))
+        latents, _ = ddim_by_hand(pipe.unet, tokens, noise, STEPS)
+        expected = pipe.vae.decode(latents / 0.25).sample
+        wrong = pipe.vae.decode(latents * 0.25).sample
+    assert (expected - wrong).abs().max() > 1e-2  # the scale matters for this first stage
+    out = pipe(concepts=concepts, num_inference_steps=STEPS, generator=torch.Generator().manual_seed(5), output_type="pt")
+    torch.testing.assert_close(out.images, to_unit(expected), rtol=0, atol=1e-5)
+    # and encoding goes the other way: vae latents * latent_scale
+    with torch.no_grad():
+        encoded = pipe.vae.encode(x)
+        raw = encoded.latents if vae_type == "vq" else encoded.latent_dist.mode()
+        torch.testing.assert_close(pipe._latents_from_images(x), raw * 0.25, rtol=0, atol=0)
+
+
+def test_attention_maps_are_taken_on_the_image_noised_to_t():
+    pipe = make_pipeline()
+    x = images(batch=3)
+    acp = alphas_cumprod()
+    with torch.no_grad():
+        tokens = pipe.encoder(x).tokens
+    maps = {}
+    for t in (100, 900):
+        generator = torch.Generator().manual_seed(11)
+        noise = torch.randn(x.shape, generator=generator)
+        noisy = acp[t].sqrt() * x + (1 - acp[t]).sqrt() * noise
+        with torch.no_grad(), capture_cross_attention(pipe.unet) as store:
+            pipe.unet(noisy, torch.full((3,), t), encoder_hidden_states=tokens)
+        expected = aggregate_attention_maps(store, (8, 8))
+        maps[t] = pipe.attention_maps(x, timestep=t, generator=torch.Generator().manual_seed(11))
+        assert maps[t].shape == (3, N, 8, 8)
+        torch.testing.assert_close(maps[t], expected, rtol=1e-5, atol=1e-6)
+    assert (maps[100] - maps[900]).abs().max() > 1e-3  # the timestep matters, so the check above can fail
+    # a list of timesteps averages the per-timestep maps (one noise draw per timestep, in order)
+    generator = torch.Generator().manual_seed(11)
+    both = pipe.attention_maps(x, timestep=[100, 900], generator=generator)
+    first = pipe.attention_maps(x, timestep=100, generator=torch.Generator().manual_seed(11))
+    assert both.shape == first.shape and not torch.allclose(both, first)
+
+
+def test_swap_grid_element_by_element():
+    pipe = make_pipeline()
+    x = images(batch=3)
+    concepts = pipe.encode(x)
+    out = pipe.swap(x, concept_indices=[2, 0], source=1, num_inference_steps=STEPS,
+                    generator=torch.Generator().manual_seed(2), output_type="pt")
+    assert out.concept_indices == [2, 0] and out.concepts.shape == (2, 3, N) and out.images.shape == (2, 3, 3, 8, 8)
+    for row, index in enumerate([2, 0]):
+        for b in range(3):
+            for i in range(N):
+                expected = concepts[1, i] if i == index else concepts[b, i]
+                assert out.concepts[row, b, i] == expected, (row, b, i)
+    assert not torch.equal(out.concepts[0], concepts.expand(2, -1, -1)[0])  # something was swapped
+    # the images are generated from exactly those concepts, all rows in one batch
+    flat = pipe(concepts=out.concepts.flatten(0, 1), num_inference_steps=STEPS,
+                generator=torch.Generator().manual_seed(2), output_type="pt").images
+    torch.testing.assert_close(out.images, flat.view(2, 3, 3, 8, 8), rtol=0, atol=0)
+
+
+def test_traverse_row_shares_one_noise_and_sets_the_values():
+    pipe = make_pipeline()
+    x = images(batch=1)
+    concepts = pipe.encode(x)
+    values = [-1.0, 0.5, 2.0]
+    out = pipe.traverse(x, concept_index=1, values=values, num_inference_steps=STEPS,
+                        generator=torch.Generator().manual_seed(4), output_type="pt")
+    expected_concepts = concepts.repeat(3, 1)
+    expected_concepts[:, 1] = torch.tensor(values)
+    torch.testing.assert_close(out.concepts, expected_concepts, rtol=0, atol=0)
+    noise = torch.randn(1, 3, 8, 8, generator=torch.Generator().manual_seed(4)).expand(3, -1, -1, -1)
+    with torch.no_grad():
+        tokens = pipe.encoder.concepts_to_tokens(expected_concepts)
+    expected, _ = ddim_by_hand(pipe.unet, tokens, noise, STEPS)
+    torch.testing.assert_close(out.images, to_unit(expected), rtol=0, atol=1e-5)
+    # default values: the image's own value +- 2, evenly spaced
+    default = pipe.traverse(x, concept_index=0, num_values=5, num_inference_steps=1, output_type="pt")
+    torch.testing.assert_close(default.concept_values, concepts[0, 0] + torch.linspace(-2, 2, 5), rtol=0, atol=1e-6)
