@@ -2,7 +2,7 @@
 """Which concept holds which factor? DCI's importance matrix of a trained model, printed.
 
 Encodes the held 10,000-point procedural Shapes3D sub-grid with a pipeline folder's encoder (or a
-baseline's), fits DCI's per-factor gradient-boosted trees on the codes (DESIGN.md §3, a fresh
+baseline's), fits DCI's per-factor gradient-boosted trees on the codes (docs/design.md §3, a fresh
 `RandomState(0)`) and prints the importance matrix (codes x factors), each code's disentanglement,
 each factor's completeness and per-factor test accuracy. It shows where a DCI score is lost: a
 factor spread over several codes (low completeness), a code that mixes factors (low

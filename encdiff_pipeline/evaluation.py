@@ -3,7 +3,7 @@
 `evaluate` encodes every image of the dataset once, in batches, into a representation table
 (vector tokens are reduced to one value each with PCA, as for EncDiff-V), then runs each metric on
 that table with a fresh `np.random.RandomState(random_seed)` — the protocol behind the published
-EncDiff numbers (DESIGN.md §3).
+EncDiff numbers (docs/design.md §3).
 
 Example:
     >>> from encdiff_pipeline import evaluate  # doctest: +SKIP

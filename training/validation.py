@@ -62,7 +62,7 @@ def concept_metrics(encoder, dataset, random_seed: int = 0, metrics: Sequence[st
     and smaller protocol sizes.
 
     Every image is encoded once; each metric gets a fresh `np.random.RandomState(random_seed)`
-    (DESIGN.md §3: seed 0, whatever the training seed). Vector tokens (concepts `(B, N, d)`) are
+    (seed 0, whatever the training seed, as disentanglement_lib does). Vector tokens (concepts `(B, N, d)`) are
     reduced to one value per token with PCA, as `evaluate` does for EncDiff-V.
 
     Example:
