@@ -46,7 +46,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--model", required=True, choices=sorted(BASELINES), help="which baseline to train")
     p.add_argument("--dataset", default=PROCEDURAL, help="factor dataset: 'procedural-shapes3d', a file/folder or a Hub id")
     p.add_argument("--dataset_options", type=json.loads, default={}, help="JSON options for load_factor_dataset")
-    p.add_argument("--image_size", type=int, default=32, help="image side for the procedural dataset (32 or 64)")
+    p.add_argument("--image_size", type=int, default=32, help="image side; stored images are resized to it (64 -> 32: 2x2 block means)")
     p.add_argument("--validation_dataset", default=None, help="held factor dataset (default: a 10,000-point procedural sub-grid)")
     p.add_argument("--validation_dataset_options", type=json.loads, default=None, help="JSON options for the held dataset")
     p.add_argument("--output_dir", required=True, help="run folder: logs, model, grids")
