@@ -414,7 +414,8 @@ def encdiff_traversal(args, run_dir: str, num_images: int = 8, num_values: int =
                             num_values=num_values, num_inference_steps=args.inference_steps,
                             generator=torch.Generator().manual_seed(0), output_type="np")
         rows.append(out.images)
-    image_grid(np.stack(rows)).save(os.path.join(run_dir, "traversal.png"))
+    image_grid(np.stack(rows), row_labels=[f"concept {k}" for k in range(len(rows))],
+               col_labels=["min"] + [""] * (num_values - 2) + ["max"], min_cell_size=64).save(os.path.join(run_dir, "traversal.png"))
 
 
 # -- main -----------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ import os
 
 import h5py
 import numpy as np
+from PIL import Image
 
 from encdiff_pipeline.data.run_data import HELD_GRID, held_dataset_spec, run_image_size
 from encdiff_pipeline.evaluation import main as evaluate_main
@@ -75,6 +76,9 @@ def test_train_encdiff_on_a_64px_h5_then_evaluate_the_run_with_no_option(tmp_pat
     assert "resizing held set 3dshapes.h5 from 64x64 to 16x16 (box filter)" in log
     with open(os.path.join(run, "encoder", "config.json")) as f:
         assert json.load(f)["sample_size"] == 16
+    # validation grids: 16 px images enlarged to 64 px cells, with a label column and row
+    width, height = Image.open(os.path.join(run, "validation", "step-000003", "swap.png")).size
+    assert width > 2 * 64 + 2 and height > 5 * 64 + 4 * 2  # 2 images; input row + 4 concept rows
     # what the run validated on: the same file, every grid point, at 16x16
     source, options = run_dataset(run)
     assert (source, options) == (str(h5), {"image_size": 16})

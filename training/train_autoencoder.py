@@ -34,7 +34,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the helper mod
 from batches import BatchOrder, batch_loader, step_generator  # noqa: E402
 from checkpointing import check_run_folder, checkpoint_step, save_checkpoint, write_run_settings  # noqa: E402
 from factor_data import load_dataset  # noqa: E402
-from validation import RunLog  # noqa: E402
+from validation import CELL, RunLog  # noqa: E402
 
 from encdiff_pipeline.data.run_data import train_dataset_spec  # noqa: E402
 from encdiff_pipeline.visualization import image_grid  # noqa: E402
@@ -111,7 +111,7 @@ def evaluate_reconstruction(model, images: torch.Tensor, path: str) -> dict[str,
     mse = float(F.mse_loss(y, x))
     to_np = lambda t: t[:16].permute(0, 2, 3, 1).float().cpu().numpy()  # noqa: E731
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    image_grid([to_np(x), to_np(y)]).save(path)
+    image_grid([to_np(x), to_np(y)], row_labels=["input", "reconstruction"], min_cell_size=CELL).save(path)
     return {"mse": mse, "psnr": float(10 * math.log10(1.0 / max(mse, 1e-12)))}
 
 

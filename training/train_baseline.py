@@ -33,10 +33,10 @@ from accelerate.utils import set_seed
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the helper modules next to this script
 from factor_data import PROCEDURAL, load_datasets  # noqa: E402
-from validation import RunLog, concept_metrics  # noqa: E402
+from validation import CELL, RunLog, concept_metrics  # noqa: E402
 
 from encdiff_pipeline.baselines import BASELINES, FactorVAEModel  # noqa: E402
-from encdiff_pipeline.visualization import image_grid  # noqa: E402
+from encdiff_pipeline.visualization import image_grid, swap_grid_labels  # noqa: E402
 
 
 
@@ -99,11 +99,15 @@ def save_grids(model, images: torch.Tensor, output_dir: str, num_values: int = 8
     model.eval()
     inputs = ((images + 1) / 2).unsqueeze(0)
     paths = {"swap": os.path.join(output_dir, "swap.png"), "traversal": os.path.join(output_dir, "traversal.png")}
-    image_grid(torch.cat([inputs, model.swap(images)])).save(paths["swap"])
+    swap_rows, columns = swap_grid_labels(model.config.num_latents, len(images), name="latent")
+    swap_rows.insert(1, "reconstruction")
+    image_grid(torch.cat([inputs, model.swap(images)]), row_labels=swap_rows, col_labels=columns,
+               min_cell_size=CELL).save(paths["swap"])
     means = model.encode(images)
     rows = [model.traverse(images[:1], k, np.linspace(float(means[:, k].min()), float(means[:, k].max()), num_values))
             for k in range(model.config.num_latents)]
-    image_grid(torch.stack(rows)).save(paths["traversal"])
+    image_grid(torch.stack(rows), row_labels=[f"latent {k}" for k in range(len(rows))],
+               col_labels=["min"] + [""] * (num_values - 2) + ["max"], min_cell_size=CELL).save(paths["traversal"])
     model.train(was_training)
     return paths
 
