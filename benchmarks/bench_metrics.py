@@ -1,6 +1,6 @@
 """Time the default disentanglement protocol (FactorVAE + DCI + MIG + SAP + modularity/explicitness).
 
-Cases: the five fixture tables of ../shared/fixtures/disentanglement_lib (grid [4, 5, 3, 6]) and a
+Cases: the five fixture tables of tests/fixtures/disentanglement_lib (grid [4, 5, 3, 6]) and a
 Shapes3D-sized case (480,000 x 20 table over the Shapes3D grid [10, 10, 10, 8, 4, 15]; codes = the
 six factors with noise, the rest noise). Prints seconds per metric for this package and, with
 `--reference`, for the published disentanglement_lib package on the same tables in the same
@@ -46,7 +46,7 @@ import importlib  # noqa: E402
 
 dci_module = importlib.import_module("encdiff_pipeline.metrics.dci")
 
-FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "fixtures",
+FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures",
                         "disentanglement_lib", "grid_4_5_3_6.npz")
 SHAPES3D_SIZES = [10, 10, 10, 8, 4, 15]
 OURS = {"factor_vae": factor_vae, "dci": dci, "mig": mig, "sap": sap, "modularity": modularity_explicitness}

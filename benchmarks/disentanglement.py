@@ -2,6 +2,7 @@
 """EncDiff beside β-VAE, β-TCVAE and FactorVAE on procedural Shapes3D, under one wall-clock budget.
 
     python benchmarks/disentanglement.py --budget_minutes 20 --eval_every_minutes 5 --seeds 1
+    python benchmarks/disentanglement.py --dataset 3dshapes.h5 --budget_minutes 20   # a real file, resized
     python benchmarks/disentanglement.py --smoke                      # seconds per method: a plumbing check
     python benchmarks/disentanglement.py --methods encdiff --ablations schedules,tokens --budget_minutes 20
 
@@ -18,6 +19,10 @@ Writes to `--output_dir`: `results.json` (settings, machine, every curve, summar
 and vs images seen, one line per method), `grids/METHOD_swap.png` and `grids/METHOD_traversal.png`
 (seed 0), and the run folders under `runs/`. `--report_only` rebuilds the report from those runs.
 The table is printed at the end.
+
+`--dataset` trains every method on another factor dataset (a `3dshapes.h5`, a dSprites or MPI3D
+`.npz`, ...): the training scripts resize it to `--image_size` (and say so in their logs) and score
+the whole dataset as the held set.
 
 EncDiff ablations (`--ablations`) are forwarded to train_encdiff.py when it offers the flag; the ones
 it does not offer are listed and skipped.
@@ -42,8 +47,10 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)  # this checkout, also without `pip install -e .`
 TRAINING = os.path.join(REPO, "training")
 sys.path.insert(0, TRAINING)
-from factor_data import HELD_GRID  # noqa: E402  (the training scripts' default held set)
+from factor_data import PROCEDURAL, load_dataset  # noqa: E402
 from validation import read_log  # noqa: E402  (the training scripts' JSON-lines log)
+
+from encdiff_pipeline.data.run_data import HELD_GRID  # noqa: E402  (the training scripts' default held set)
 
 BASELINE_METHODS = ("beta_vae", "beta_tcvae", "factor_vae")
 LABELS = {"encdiff": "EncDiff", "beta_vae": "β-VAE", "beta_tcvae": "β-TCVAE", "factor_vae": "FactorVAE"}
@@ -63,6 +70,8 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--methods", default="encdiff,beta_vae,beta_tcvae,factor_vae",
                    help="comma list of encdiff, beta_vae, beta_tcvae, factor_vae")
+    p.add_argument("--dataset", default=PROCEDURAL,
+                   help="factor dataset of every method: procedural-shapes3d or a file/folder (resized to --image_size)")
     p.add_argument("--ablations", default="", help=f"comma list of EncDiff ablation groups {sorted(ABLATIONS)} or 'all'")
     p.add_argument("--budget_minutes", type=float, default=20.0, help="training time per method and seed")
     p.add_argument("--eval_every_minutes", type=float, default=None, help="validation interval (default: budget / 4)")
@@ -172,14 +181,10 @@ def plan_methods(args) -> tuple[list[str], list[str]]:
 
 def encdiff_command(args, method: str, seed: int, run_dir: str) -> list[str]:
     """train_encdiff.py's command line for EncDiff or one of its ablations."""
-    dataset_options = {"image_size": args.image_size}
-    if args.train_factor_sizes:
-        dataset_options["factor_sizes"] = args.train_factor_sizes
-    cmd = [sys.executable, os.path.join(TRAINING, "train_encdiff.py"), "--dataset", "procedural-shapes3d",
-           "--dataset_options", json.dumps(dataset_options), "--output_dir", run_dir, "--seed", str(seed),
+    cmd = [sys.executable, os.path.join(TRAINING, "train_encdiff.py"), *dataset_flags(args),
+           "--output_dir", run_dir, "--seed", str(seed),
            "--max_train_minutes", str(args.budget_minutes), "--validation_minutes", str(args.eval_every_minutes),
            "--checkpointing_steps", str(10**9), "--checkpoints_total_limit", "1",
-           "--validation_dataset_options", json.dumps({"image_size": args.image_size, "factor_sizes": args.held_factor_sizes}),
            "--metric_num_train", str(args.metric_num_train), "--metric_num_eval", str(args.metric_num_eval),
            "--validation_inference_steps", str(args.inference_steps), "--report_to", "none"]
     if method == "encdiff_vector":
@@ -193,6 +198,25 @@ def encdiff_command(args, method: str, seed: int, run_dir: str) -> list[str]:
     if method == "encdiff_no_diffusion":
         cmd += ["--decoder_type", "deterministic"]
     return cmd + args.encdiff_args.split()
+
+
+def dataset_flags(args) -> list[str]:
+    """The training scripts' dataset flags: procedural data on the (smoke) training grid and the held
+    sub-grid at `--image_size`; any other dataset as it is (the scripts resize it, and hold it all out)."""
+    if args.dataset != PROCEDURAL:
+        return ["--dataset", args.dataset]
+    dataset_options = {"image_size": args.image_size}
+    if args.train_factor_sizes:
+        dataset_options["factor_sizes"] = args.train_factor_sizes
+    return ["--dataset", PROCEDURAL, "--dataset_options", json.dumps(dataset_options),
+            "--validation_dataset_options", json.dumps({"image_size": args.image_size, "factor_sizes": args.held_factor_sizes})]
+
+
+def load_held(args):
+    """The held set the metrics score, at `--image_size` (a real dataset says so when it is resized)."""
+    if args.dataset == PROCEDURAL:
+        return load_dataset(PROCEDURAL, {"image_size": args.image_size, "factor_sizes": args.held_factor_sizes})
+    return load_dataset(args.dataset, {"image_size": args.image_size})
 
 
 def load_encdiff_preset(name: str) -> dict:
@@ -214,11 +238,8 @@ def vector_token_config(args, run_dir: str) -> str:
 
 
 def baseline_command(args, method: str, seed: int, run_dir: str) -> list[str]:
-    dataset_options = {"factor_sizes": args.train_factor_sizes} if args.train_factor_sizes else {}
-    return [sys.executable, os.path.join(TRAINING, "train_baseline.py"), "--model", method,
-            "--dataset", "procedural-shapes3d", "--dataset_options", json.dumps(dataset_options),
+    return [sys.executable, os.path.join(TRAINING, "train_baseline.py"), "--model", method, *dataset_flags(args),
             "--image_size", str(args.image_size), "--output_dir", run_dir, "--seed", str(seed),
-            "--validation_dataset_options", json.dumps({"factor_sizes": args.held_factor_sizes}),
             "--max_train_minutes", str(args.budget_minutes), "--validation_minutes", str(args.eval_every_minutes),
             "--metric_num_train", str(args.metric_num_train), "--metric_num_eval", str(args.metric_num_eval),
             ] + args.baseline_args.split()
@@ -386,7 +407,6 @@ def encdiff_traversal(args, run_dir: str, num_images: int = 8, num_values: int =
     concept k takes on a few held images (same images as the baselines' grids)."""
     import torch
 
-    from encdiff_pipeline.data import load_factor_dataset
     from encdiff_pipeline.pipeline_encdiff import EncDiffPipeline
     from encdiff_pipeline.visualization import image_grid
 
@@ -394,7 +414,7 @@ def encdiff_traversal(args, run_dir: str, num_images: int = 8, num_values: int =
     if pipe.encoder.config.token_type != "scalar":
         return
     pipe.set_progress_bar_config(disable=True)
-    held = load_factor_dataset("procedural-shapes3d", image_size=args.image_size, factor_sizes=args.held_factor_sizes)
+    held = load_held(args)
     rng = np.random.RandomState(0)
     images = torch.from_numpy(held.get_images(rng.choice(len(held), num_images, replace=False))).permute(0, 3, 1, 2) * 2 - 1
     concepts = pipe.encode(images)
@@ -404,7 +424,8 @@ def encdiff_traversal(args, run_dir: str, num_images: int = 8, num_values: int =
                             num_values=num_values, num_inference_steps=args.inference_steps,
                             generator=torch.Generator().manual_seed(0), output_type="np")
         rows.append(out.images)
-    image_grid(np.stack(rows)).save(os.path.join(run_dir, "traversal.png"))
+    image_grid(np.stack(rows), row_labels=[f"concept {k}" for k in range(len(rows))],
+               col_labels=["min"] + [""] * (num_values - 2) + ["max"], min_cell_size=64).save(os.path.join(run_dir, "traversal.png"))
 
 
 # -- main -----------------------------------------------------------------------------------------
@@ -423,12 +444,16 @@ def report(args, methods: list[str], skipped: list[str], launches: list[dict]) -
     settings = {k: v for k, v in vars(args).items() if k not in ("report_only",)}
     results = {"settings": settings, "machine": machine(), "skipped": skipped, "launches": launches,
                "summary": summary, "grids": grids, "runs": runs}
-    title = (f"procedural Shapes3D {args.image_size}x{args.image_size}, {args.budget_minutes:g} min training per method, "
-             f"{args.seeds} seed(s); metrics on a {int(np.prod(args.held_factor_sizes))}-point held grid")
+    procedural = args.dataset == PROCEDURAL
+    name = "procedural Shapes3D" if procedural else os.path.basename(os.path.normpath(args.dataset))
+    held = f"a {int(np.prod(args.held_factor_sizes))}-point held grid" if procedural else "the whole dataset"
+    title = (f"{name} {args.image_size}x{args.image_size}, {args.budget_minutes:g} min training per method, "
+             f"{args.seeds} seed(s); metrics on {held}")
     table = markdown_table(summary)
     notes = [f"Budget {args.budget_minutes:g} min of training per method and seed; metrics (FactorVAE, DCI, MIG; "
-             f"{args.metric_num_train} train / {args.metric_num_eval} eval samples) on a held sub-grid "
-             f"{args.held_factor_sizes} every ~{args.eval_every_minutes:g} min; final validation shown"
+             f"{args.metric_num_train} train / {args.metric_num_eval} eval samples) on "
+             + (f"a held sub-grid {args.held_factor_sizes}" if procedural else "the whole dataset")
+             + f" every ~{args.eval_every_minutes:g} min; final validation shown"
              + ("; mean ± std over seeds" if args.seeds > 1 else "") + ".",
              f"Machine: {results['machine']['processor']}, {results['machine']['cpu_count']} CPUs, "
              f"torch {results['machine']['torch']}; {args.jobs} training process(es) at once, "
@@ -440,7 +465,7 @@ def report(args, methods: list[str], skipped: list[str], launches: list[dict]) -
     notes += [f"Skipped: {s}" for s in skipped]
     failed = [f"{x['method']} seed {x['seed']} (exit {x['exit_code']})" for x in launches if x["exit_code"] != 0]
     notes += [f"Failed: {', '.join(failed)} — see runs/METHOD/seedS.log"] if failed else []
-    markdown = f"# Disentanglement on procedural Shapes3D\n\n{table}\n\n" + "\n".join(f"- {n}" for n in notes)
+    markdown = f"# Disentanglement on {name}\n\n{table}\n\n" + "\n".join(f"- {n}" for n in notes)
     markdown += "\n\n![learning curves](learning_curves.png)\n"
     for method, paths in grids.items():
         markdown += "".join(f"\n{label(method)} {kind}: ![{method} {kind}]({path})\n" for kind, path in paths.items())
@@ -466,6 +491,8 @@ def main(args: argparse.Namespace) -> dict:
         with open(os.path.join(args.output_dir, "results.json"), encoding="utf-8") as f:
             launches = json.load(f).get("launches", [])
     if not args.report_only:
+        if args.dataset != PROCEDURAL:
+            load_held(args)  # a dataset that cannot be opened stops here, before any training
         total = len(methods) * len(args.run_seeds) * args.budget_minutes
         print(f"training {methods} x seed(s) {args.run_seeds}, {args.budget_minutes:g} min each, {args.jobs} at once: "
               f"at least {total / args.jobs:g} min plus validation", flush=True)

@@ -2,7 +2,7 @@
 """Which concept holds which factor? DCI's importance matrix of a trained model, printed.
 
 Encodes the held 10,000-point procedural Shapes3D sub-grid with a pipeline folder's encoder (or a
-baseline's), fits DCI's per-factor gradient-boosted trees on the codes (DESIGN.md §3, a fresh
+baseline's), fits DCI's per-factor gradient-boosted trees on the codes (docs/design.md §3, a fresh
 `RandomState(0)`) and prints the importance matrix (codes x factors), each code's disentanglement,
 each factor's completeness and per-factor test accuracy. It shows where a DCI score is lost: a
 factor spread over several codes (low completeness), a code that mixes factors (low
@@ -22,10 +22,10 @@ import numpy as np
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 sys.path.insert(0, os.path.join(REPO, "training"))
-from factor_data import HELD_GRID  # noqa: E402
 
 from encdiff_pipeline.baselines import load_baseline  # noqa: E402
 from encdiff_pipeline.data import load_factor_dataset  # noqa: E402
+from encdiff_pipeline.data.run_data import HELD_GRID  # noqa: E402
 from encdiff_pipeline.evaluation import _encode_table, make_encode_function  # noqa: E402
 from encdiff_pipeline.metrics.dci import completeness_per_factor, disentanglement_per_code, importance_per_factor  # noqa: E402
 from encdiff_pipeline.metrics.sampling import sample_codes_and_factors  # noqa: E402

@@ -22,10 +22,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "training"))
 
 import train_encdiff  # noqa: E402
-from factor_data import HELD_GRID  # noqa: E402
 from validation import concept_metrics, read_log  # noqa: E402
 
 from encdiff_pipeline.data import load_factor_dataset  # noqa: E402
+from encdiff_pipeline.data.run_data import HELD_GRID  # noqa: E402
 from encdiff_pipeline.models import ConceptEncoderModel  # noqa: E402
 from encdiff_pipeline.pipeline_encdiff import EncDiffPipeline  # noqa: E402
 

@@ -3,7 +3,7 @@
 `evaluate` encodes every image of the dataset once, in batches, into a representation table
 (vector tokens are reduced to one value each with PCA, as for EncDiff-V), then runs each metric on
 that table with a fresh `np.random.RandomState(random_seed)` — the protocol behind the published
-EncDiff numbers (DESIGN.md §3).
+EncDiff numbers (docs/design.md §3).
 
 Example:
     >>> from encdiff_pipeline import evaluate  # doctest: +SKIP
@@ -303,26 +303,75 @@ def _parse_option(text: str) -> tuple[str, Any]:
         return key, value
 
 
+def run_dataset(pipeline: str, dataset: Optional[str] = None, dataset_options: Optional[dict] = None) -> tuple[str, dict]:
+    """The dataset `encdiff-evaluate` scores: by default what the run in folder `pipeline` was validated on.
+
+    A run folder written by the training scripts holds `training_args.json`: without `dataset`, its
+    held set (source, held grid, image size) is used; with `dataset`, that source at the run's image
+    size. `dataset_options` override either. Without a run file, `procedural-shapes3d` at the
+    encoder's input size (`encoder/config.json`) where the folder has one.
+
+    Example:
+        >>> run_dataset("runs/encdiff-small")  # doctest: +SKIP
+        ('procedural-shapes3d', {'factor_sizes': [5, 5, 5, 4, 4, 5], 'image_size': 16})
+    """
+    from .data.loading import PROCEDURAL_SHAPES3D
+    from .data.run_data import held_dataset_spec, read_run_settings, run_image_size, with_image_size
+
+    settings = read_run_settings(pipeline) if os.path.isdir(pipeline) else None
+    if settings is not None:
+        image_size = run_image_size(settings)
+        if dataset is None:
+            source, options = held_dataset_spec(settings, image_size)
+        else:
+            source, options = dataset, with_image_size({}, image_size)
+    else:
+        encoder_config = os.path.join(pipeline, "encoder", "config.json")
+        image_size = None
+        if os.path.isfile(encoder_config):
+            with open(encoder_config, encoding="utf-8") as f:
+                image_size = json.load(f).get("sample_size")
+        source, options = dataset or PROCEDURAL_SHAPES3D, with_image_size({}, image_size)
+    return source, {**options, **(dataset_options or {})}
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """`encdiff-evaluate PIPELINE --dataset procedural-shapes3d --out report.json [--markdown report.md]`."""
+    """`encdiff-evaluate RUN [--dataset SOURCE] [--dataset-option KEY=VALUE] [--out report.json] [--markdown report.md]`.
+
+    With no dataset option, a run folder is scored on what its training validated on (see `run_dataset`);
+    the report goes to `RUN/report.json` (and `RUN/report.md`) unless `--out` says otherwise.
+
+    Example:
+        >>> main(["runs/encdiff-small"])  # doctest: +SKIP
+    """
     parser = argparse.ArgumentParser(prog="encdiff-evaluate", description="Score an EncDiff pipeline's concepts "
                                      "with the disentanglement_lib protocol (FactorVAE, DCI, MIG, SAP, modularity).")
-    parser.add_argument("pipeline", help="pipeline folder or Hub id")
-    parser.add_argument("--dataset", default="procedural-shapes3d", help="dataset source (see load_factor_dataset)")
+    parser.add_argument("pipeline", help="pipeline folder (a training run's output_dir) or Hub id")
+    parser.add_argument("--dataset", default=None,
+                        help="dataset source (see load_factor_dataset); default: the run's held set, else procedural-shapes3d")
     parser.add_argument("--dataset-option", action="append", type=_parse_option, default=[], metavar="KEY=VALUE",
-                        help="option for the dataset loader, e.g. image_size=32 (JSON values allowed); repeatable")
+                        help="option for the dataset loader, e.g. image_size=32 (JSON values allowed); repeatable; "
+                             "overrides what the run folder says")
     parser.add_argument("--metrics", nargs="+", default=list(DEFAULT_METRICS),
                         help=f"metrics to run (default: {' '.join(DEFAULT_METRICS)}; 'tad' for CelebA)")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default="report.json", help="JSON report path")
-    parser.add_argument("--markdown", default=None, help="also write the markdown table here")
+    parser.add_argument("--out", default=None,
+                        help="JSON report path (default: report.json in a pipeline folder, else in the working directory)")
+    parser.add_argument("--markdown", default=None,
+                        help="also write the markdown table here (default: report.md next to a default --out in a folder)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
+    if args.out is None:
+        in_folder = os.path.isdir(args.pipeline)
+        args.out = os.path.join(args.pipeline, "report.json") if in_folder else "report.json"
+        if in_folder and args.markdown is None:
+            args.markdown = os.path.join(args.pipeline, "report.md")
 
-    report = evaluate(args.pipeline, dataset=args.dataset, metrics=args.metrics, batch_size=args.batch_size,
-                      random_seed=args.seed, dataset_options=dict(args.dataset_option),
-                      progress=not args.no_progress)
+    source, options = run_dataset(args.pipeline, args.dataset, dict(args.dataset_option))
+    print(f"evaluating on {source} with options {options}")
+    report = evaluate(args.pipeline, dataset=source, metrics=args.metrics, batch_size=args.batch_size,
+                      random_seed=args.seed, dataset_options=options, progress=not args.no_progress)
     model_index = report.to_model_index(model_name=os.path.basename(os.path.normpath(args.pipeline)))
     payload = dict(report, model_index=model_index)
     _write_atomically(args.out, json.dumps(payload, indent=2) + "\n")

@@ -53,9 +53,12 @@ def test_train_baseline_logs_validations_and_saves_model_and_grids(tmp_path):
     model = load_baseline(out / "model")
     assert isinstance(model, FactorVAEModel)
     assert (model.config.gamma, model.config.num_latents, model.config.sample_size) == (20.0, 3, 16)
-    # swap grid: inputs, reconstructions, one row per latent; 3 columns of 16 px with 2 px padding
-    assert Image.open(out / "swap.png").size == (3 * 16 + 2 * 2, 5 * 16 + 4 * 2)
-    assert Image.open(out / "traversal.png").size == (8 * 16 + 7 * 2, 3 * 16 + 2 * 2)
+    # swap grid: inputs, reconstructions, one row per latent; 3 columns of 16 px enlarged to 64, 2 px padding,
+    # a label column on the left and a label row on top
+    (swap_w, swap_h), (trav_w, trav_h) = Image.open(out / "swap.png").size, Image.open(out / "traversal.png").size
+    swap_left, swap_top = swap_w - (3 * 64 + 2 * 2), swap_h - (5 * 64 + 4 * 2)
+    trav_left, trav_top = trav_w - (8 * 64 + 7 * 2), trav_h - (3 * 64 + 2 * 2)
+    assert swap_left > trav_left > 0 and swap_top > 0 and trav_top > 0  # "latent 0 from image 0" is the widest label
 
     with pytest.raises(SystemExit, match="already holds a run"):
         train_baseline.main(tiny_args(out))
@@ -131,6 +134,14 @@ def test_ablations_missing_from_train_encdiff_are_skipped(monkeypatch):
     baseline = harness.baseline_command(args, "beta_vae", 1, "/tmp/x/runs/beta_vae/seed1")
     assert json.loads(baseline[baseline.index("--validation_dataset_options") + 1])["factor_sizes"] == harness.HELD_GRID
     assert baseline[baseline.index("--metric_num_train") + 1] == cmd[cmd.index("--metric_num_train") + 1] == "10000"
+
+
+def test_harness_passes_a_real_dataset_to_every_script():
+    args = harness.parse_args(["--methods", "encdiff,beta_vae", "--dataset", "data/3dshapes.h5"])
+    for cmd in (harness.encdiff_command(args, "encdiff", 0, "/tmp/x/runs/encdiff/seed0"),
+                harness.baseline_command(args, "beta_vae", 0, "/tmp/x/runs/beta_vae/seed0")):
+        assert cmd[cmd.index("--dataset") + 1] == "data/3dshapes.h5"
+        assert "--validation_dataset_options" not in cmd and "--dataset_options" not in cmd  # the scripts resize
 
 
 @pytest.mark.slow

@@ -18,7 +18,7 @@ from encdiff_pipeline.data.celeba import face_crop
 SUB_VALUES = [[0.0, 0.3], [0.5], [0.1, 0.9], [0.75, 1.25], [0.0, 1.0, 2.0, 3.0], [-30.0, 0.0, 30.0]]
 
 
-def write_shapes3d_h5(path, shuffle, rng, drop_last=False, labels_fn=None):
+def write_shapes3d_h5(path, shuffle, rng, drop_last=False, labels_fn=None, side=8):
     labels = np.array(list(itertools.product(*SUB_VALUES)), dtype=np.float64)  # orientation fastest
     order = rng.permutation(len(labels)) if shuffle else np.arange(len(labels))
     labels = labels[order]
@@ -26,7 +26,7 @@ def write_shapes3d_h5(path, shuffle, rng, drop_last=False, labels_fn=None):
         labels = labels[:-1]
     if labels_fn is not None:
         labels = labels_fn(labels)
-    images = rng.randint(0, 256, size=(len(labels), 8, 8, 3)).astype(np.uint8)
+    images = rng.randint(0, 256, size=(len(labels), side, side, 3)).astype(np.uint8)
     with h5py.File(path, "w") as f:
         f.create_dataset("images", data=images)
         f.create_dataset("labels", data=labels)
@@ -95,7 +95,7 @@ def test_shapes3d_h5_errors(tmp_path):
 DSPRITES_SIZES = [1, 3, 2, 4, 3, 2]
 
 
-def write_dsprites(path, compressed, rng):
+def write_dsprites(path, compressed, rng, side=8):
     classes = np.array(list(itertools.product(*[range(s) for s in DSPRITES_SIZES])), dtype=np.int64)
     values = np.stack([
         np.ones(len(classes)),
@@ -105,7 +105,7 @@ def write_dsprites(path, compressed, rng):
         np.linspace(0.0, 1.0, 3)[classes[:, 4]],
         np.linspace(0.0, 1.0, 2)[classes[:, 5]],
     ], axis=1)
-    imgs = rng.randint(0, 2, size=(len(classes), 8, 8)).astype(np.uint8)
+    imgs = rng.randint(0, 2, size=(len(classes), side, side)).astype(np.uint8)
     metadata = np.array({"description": "pickled, must never be loaded"}, dtype=object)
     save = np.savez_compressed if compressed else np.savez
     save(path, imgs=imgs, latents_classes=classes, latents_values=values, metadata=metadata)
@@ -179,6 +179,16 @@ def test_mpi3d_npz(tmp_path, reshaped):
 
 
 # -- Cars3D .mat folder --------------------------------------------------------------------------
+def block_mean(images, factor):
+    """(N, H, W, C) -> (N, H / factor, W / factor, C): the mean of each factor x factor block, by loops."""
+    num, height, width, channels = images.shape
+    out = np.zeros((num, height // factor, width // factor, channels), np.float64)
+    for y in range(height // factor):
+        for x in range(width // factor):
+            out[:, y, x] = images[:, y * factor:(y + 1) * factor, x * factor:(x + 1) * factor].mean(axis=(1, 2))
+    return out
+
+
 def test_cars3d_mat_folder(tmp_path):
     rng = np.random.RandomState(5)
     folder = tmp_path / "cars"
@@ -193,8 +203,11 @@ def test_cars3d_mat_folder(tmp_path):
     assert data.factor_names == ["elevation", "azimuth", "object"] and data.factor_sizes == [2, 3, 3]
     images = data.get_images(np.arange(18))
     for index, (e, a, k) in enumerate(data.index_to_factors(np.arange(18))):
-        expected = Image.fromarray(ims[k][:, :, :, e, a]).resize((8, 8), Image.LANCZOS)
-        np.testing.assert_array_equal(images[index], np.asarray(expected, np.float32) / 255)
+        # LANCZOS to disentanglement_lib's 64x64, then the mean of each 8x8 block
+        view = Image.fromarray(ims[k][:, :, :, e, a]).resize((64, 64), Image.LANCZOS)
+        expected = block_mean(np.asarray(view, np.float64)[None] / 255, 8)[0]
+        np.testing.assert_allclose(images[index], expected, atol=1e-6)
+    assert load_factor_dataset(str(folder)).get_images([0]).shape == (1, 64, 64, 3)
     scipy.io.savemat(folder / "car_999_mesh.mat", {"images": np.zeros((2, 2))})
     with pytest.raises(ValueError, match=r"car_999_mesh\.mat.*missing variable 'im'"):
         load_factor_dataset(str(folder), image_size=8).get_images([3])

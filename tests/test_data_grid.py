@@ -7,7 +7,7 @@ import pytest
 
 from encdiff_pipeline.data import SHAPES3D_FACTOR_SIZES, SHAPES3D_FACTOR_VALUES, FactorGrid, load_factor_dataset
 
-FIXTURES = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "fixtures", "disentanglement_lib")
+FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "disentanglement_lib")
 
 
 def test_index_factor_round_trip_over_whole_shapes3d_grid():

@@ -109,8 +109,17 @@ def test_sample_sheet_command(tmp_path):
     from PIL import Image
 
     sheet = np.asarray(Image.open(out))
-    assert sheet.shape[0] == 6 * 32 * 2 and sheet.shape[2] == 3  # six factor rows, magnified twice
+    top = sheet.shape[0] - (6 * 64 + 5 * 2)  # six factor rows enlarged to 64 px, 2 px apart, under the labels
+    assert 0 < top < 40 and sheet.shape[2] == 3
+    left = sheet.shape[1] - (15 * 64 + 14 * 2)  # 15 columns after the factor names
+    assert left > 0 and (sheet[top:, :left] < 100).any()  # dark label text
     assert not list(tmp_path.glob("*.tmp"))
+    # the first cell: the base factors with floor_hue class 0, each pixel repeated 2x2 (nearest neighbour)
+    data = ProceduralShapes3D(image_size=32)
+    base = [(size // 2 + 3 * k) % size for k, size in enumerate(data.factor_sizes)]
+    first = data.get_images(data.factors_to_index([[0] + base[1:]]))[0]
+    expected = np.repeat(np.repeat((first * 255).round().astype(np.uint8), 2, axis=0), 2, axis=1)
+    np.testing.assert_array_equal(sheet[top:top + 64, left:left + 64], expected)
 
 
 def test_geometry_table_disk_cache(tmp_path):

@@ -1,4 +1,4 @@
-"""DCI scoring functions on importance matrices with known answers (DESIGN.md §3)."""
+"""DCI scoring functions on importance matrices with known answers (docs/design.md §3)."""
 import numpy as np
 import pytest
 

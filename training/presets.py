@@ -32,7 +32,8 @@ ENCDIFF_PRESETS: dict[str, dict[str, Any]] = {
     # benchmarks/encdiff_variants.py (12 min, 1 thread, 2-core box; FactorVAE / DCI at 8 and 12 min):
     # this preset 0.61 / 0.38 and 0.76 / 0.55 at 122 images/s; 32x32 (~40 images/s) ~0.56 / 0.17
     # after 10 min; batch 32 0.52 / 0.21 at 8 min; batch 128 with lr 2e-3 0.62 / 0.18 at 8 min;
-    # lr 2e-3 0.74 / 0.48 at 12 min. DESIGN.md §1b: lr 1e-3 nearly doubled DCI over 3e-4.
+    # lr 2e-3 0.74 / 0.48 at 12 min. An earlier 16x16 prototype: lr 1e-3 nearly
+    # doubled DCI over 3e-4 (docs/design.md §1b).
     "small": {
         "image_size": 16,
         "latent": False,

@@ -33,8 +33,10 @@ from tqdm.auto import tqdm
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the helper modules next to this script
 from batches import BatchOrder, batch_loader, step_generator  # noqa: E402
 from checkpointing import check_run_folder, checkpoint_step, save_checkpoint, write_run_settings  # noqa: E402
-from validation import RunLog  # noqa: E402
+from factor_data import load_dataset  # noqa: E402
+from validation import CELL, RunLog  # noqa: E402
 
+from encdiff_pipeline.data.run_data import train_dataset_spec  # noqa: E402
 from encdiff_pipeline.visualization import image_grid  # noqa: E402
 
 ARGS_FILE = "training_args.json"
@@ -54,7 +56,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--dataset", default="procedural-shapes3d", help="factor dataset source (as for train_encdiff.py)")
     p.add_argument("--dataset_options", type=json.loads, default={}, help="JSON keyword options for load_factor_dataset")
-    p.add_argument("--image_size", type=int, default=64, help="image size of the procedural dataset (files have their own)")
+    p.add_argument("--image_size", type=int, default=64, help="image side; stored images are resized to it")
     p.add_argument("--model_type", default="vq", choices=["vq", "kl"], help="diffusers VQModel or AutoencoderKL")
     p.add_argument("--preset", default="paper", choices=sorted(AUTOENCODER_PRESETS), help="first-stage size (all f=4)")
     p.add_argument("--output_dir", required=True, help="run folder; the trained model is saved at its top level")
@@ -109,21 +111,15 @@ def evaluate_reconstruction(model, images: torch.Tensor, path: str) -> dict[str,
     mse = float(F.mse_loss(y, x))
     to_np = lambda t: t[:16].permute(0, 2, 3, 1).float().cpu().numpy()  # noqa: E731
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    image_grid([to_np(x), to_np(y)]).save(path)
+    image_grid([to_np(x), to_np(y)], row_labels=["input", "reconstruction"], min_cell_size=CELL).save(path)
     return {"mse": mse, "psnr": float(10 * math.log10(1.0 / max(mse, 1e-12)))}
 
 
 def main(args: argparse.Namespace) -> str:
-    from encdiff_pipeline.data import load_factor_dataset
-
     accelerator = Accelerator(mixed_precision=args.mixed_precision)
     settings = {**vars(args), "num_processes": accelerator.num_processes}
     resume_from = check_run_folder(args.output_dir, args.resume_from_checkpoint, settings, RUN_IDENTITY, ARGS_FILE)
-    options = {"image_size": args.image_size, **args.dataset_options} if args.dataset == "procedural-shapes3d" else args.dataset_options
-    try:
-        dataset = load_factor_dataset(args.dataset, **options)
-    except Exception as err:  # any failure to open the source is a setup error, reported before training
-        raise SystemExit(f"error: cannot load dataset {args.dataset!r} with options {options}: {err}") from err
+    dataset = load_dataset(*train_dataset_spec(vars(args), args.image_size))
     channels, size = dataset[0][0].shape[:2]
     if size % 4:
         raise SystemExit(f"error: image size {size} is not divisible by 4 (the first stage downsamples by f=4)")

@@ -33,10 +33,10 @@ from accelerate.utils import set_seed
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the helper modules next to this script
 from factor_data import PROCEDURAL, load_datasets  # noqa: E402
-from validation import RunLog, concept_metrics  # noqa: E402
+from validation import CELL, RunLog, concept_metrics  # noqa: E402
 
 from encdiff_pipeline.baselines import BASELINES, FactorVAEModel  # noqa: E402
-from encdiff_pipeline.visualization import image_grid  # noqa: E402
+from encdiff_pipeline.visualization import image_grid, swap_grid_labels  # noqa: E402
 
 
 
@@ -46,7 +46,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--model", required=True, choices=sorted(BASELINES), help="which baseline to train")
     p.add_argument("--dataset", default=PROCEDURAL, help="factor dataset: 'procedural-shapes3d', a file/folder or a Hub id")
     p.add_argument("--dataset_options", type=json.loads, default={}, help="JSON options for load_factor_dataset")
-    p.add_argument("--image_size", type=int, default=32, help="image side for the procedural dataset (32 or 64)")
+    p.add_argument("--image_size", type=int, default=32, help="image side; stored images are resized to it (64 -> 32: 2x2 block means)")
     p.add_argument("--validation_dataset", default=None, help="held factor dataset (default: a 10,000-point procedural sub-grid)")
     p.add_argument("--validation_dataset_options", type=json.loads, default=None, help="JSON options for the held dataset")
     p.add_argument("--output_dir", required=True, help="run folder: logs, model, grids")
@@ -99,11 +99,15 @@ def save_grids(model, images: torch.Tensor, output_dir: str, num_values: int = 8
     model.eval()
     inputs = ((images + 1) / 2).unsqueeze(0)
     paths = {"swap": os.path.join(output_dir, "swap.png"), "traversal": os.path.join(output_dir, "traversal.png")}
-    image_grid(torch.cat([inputs, model.swap(images)])).save(paths["swap"])
+    swap_rows, columns = swap_grid_labels(model.config.num_latents, len(images), name="latent")
+    swap_rows.insert(1, "reconstruction")
+    image_grid(torch.cat([inputs, model.swap(images)]), row_labels=swap_rows, col_labels=columns,
+               min_cell_size=CELL).save(paths["swap"])
     means = model.encode(images)
     rows = [model.traverse(images[:1], k, np.linspace(float(means[:, k].min()), float(means[:, k].max()), num_values))
             for k in range(model.config.num_latents)]
-    image_grid(torch.stack(rows)).save(paths["traversal"])
+    image_grid(torch.stack(rows), row_labels=[f"latent {k}" for k in range(len(rows))],
+               col_labels=["min"] + [""] * (num_values - 2) + ["max"], min_cell_size=CELL).save(paths["traversal"])
     model.train(was_training)
     return paths
 

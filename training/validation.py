@@ -20,7 +20,9 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from encdiff_pipeline.visualization import image_grid
+from encdiff_pipeline.visualization import image_grid, swap_grid_labels
+
+CELL = 64  # grid cells are enlarged (nearest neighbour) to at least this many pixels
 
 
 def save_validation_images(pipeline, images: torch.Tensor, out_dir: str, num_inference_steps: int, seed: int) -> dict[str, str]:
@@ -32,8 +34,7 @@ def save_validation_images(pipeline, images: torch.Tensor, out_dir: str, num_inf
     swap = pipeline.swap(images, num_inference_steps=num_inference_steps,
                          generator=torch.Generator().manual_seed(seed), output_type="np").images  # (N, B, H, W, C)
     paths = {"reconstruction": os.path.join(out_dir, "reconstruction.png"), "swap": os.path.join(out_dir, "swap.png")}
-    image_grid([originals, recon]).save(paths["reconstruction"])
-    image_grid([originals] + list(swap)).save(paths["swap"])
+    save_grids(originals, recon, list(swap), paths)
     return paths
 
 
@@ -51,9 +52,18 @@ def save_decoder_images(encoder, decode: Callable[[torch.Tensor], torch.Tensor],
         swapped[:, k] = concepts[0, k]
         rows.append(to_np(decode(encoder.concepts_to_tokens(swapped))))
     paths = {"reconstruction": os.path.join(out_dir, "reconstruction.png"), "swap": os.path.join(out_dir, "swap.png")}
-    image_grid([to_np(images), to_np(decode(encoder.concepts_to_tokens(concepts)))]).save(paths["reconstruction"])
-    image_grid([to_np(images)] + rows).save(paths["swap"])
+    save_grids(to_np(images), to_np(decode(encoder.concepts_to_tokens(concepts))), rows, paths)
     return paths
+
+
+def save_grids(originals, reconstructions, swap_rows, paths: dict[str, str]) -> None:
+    """The labelled reconstruction grid (inputs over reconstructions) and swap grid, cells >= `CELL` px."""
+    columns = [f"image {i}" for i in range(len(originals))]
+    image_grid([originals, reconstructions], row_labels=["input", "reconstruction"], col_labels=columns,
+               min_cell_size=CELL).save(paths["reconstruction"])
+    row_labels, col_labels = swap_grid_labels(len(swap_rows), len(originals))
+    image_grid([originals] + list(swap_rows), row_labels=row_labels, col_labels=col_labels,
+               min_cell_size=CELL).save(paths["swap"])
 
 
 def concept_metrics(encoder, dataset, random_seed: int = 0, metrics: Sequence[str] = ("factor_vae", "dci", "mig"),
@@ -62,7 +72,7 @@ def concept_metrics(encoder, dataset, random_seed: int = 0, metrics: Sequence[st
     and smaller protocol sizes.
 
     Every image is encoded once; each metric gets a fresh `np.random.RandomState(random_seed)`
-    (DESIGN.md §3: seed 0, whatever the training seed). Vector tokens (concepts `(B, N, d)`) are
+    (seed 0, whatever the training seed, as disentanglement_lib does). Vector tokens (concepts `(B, N, d)`) are
     reduced to one value per token with PCA, as `evaluate` does for EncDiff-V.
 
     Example:

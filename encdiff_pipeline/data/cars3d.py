@@ -4,24 +4,29 @@ Each file holds `im`, (128, 128, 3, elevations, azimuths) uint8 with 4 elevation
 (if a file has the two last axes the other way round, the shorter one is taken as elevation).
 Objects are the files in sorted name order (disentanglement_lib takes the directory listing order,
 which is unspecified). Factors as disentanglement_lib: elevation 4, azimuth 24, object 183
-(elevation slowest, object fastest). Images are resized to 64x64 with PIL LANCZOS. A file is read
-when one of its images is first asked for, then kept (64x64 uint8: 1.2 MB per car, 216 MB for all).
+(elevation slowest, object fastest). Images are resized to 64x64 with PIL LANCZOS, as in
+disentanglement_lib; another `image_size` resizes those 64x64 images per batch (64 -> 16: the mean
+of every 4x4 block, see `resize.py`). A file is read when one of its images is first asked for, then
+kept (64x64 uint8: 1.2 MB per car, 216 MB for all).
 
 Example:
     >>> data = Cars3D("data/cars")  # doctest: +SKIP
     >>> data.factor_sizes  # doctest: +SKIP
     [4, 24, 183]
+    >>> Cars3D("data/cars", image_size=16).get_images([0]).shape  # doctest: +SKIP
+    (1, 16, 16, 3)
 """
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
 from .factor_dataset import FactorDataset
 
 CARS3D_FACTOR_NAMES = ["elevation", "azimuth", "object"]
+CARS3D_SIDE = 64  # side of the stored views (disentanglement_lib's Cars3D images)
 
 
 def _load_views(path: str, image_size: int) -> np.ndarray:
@@ -57,26 +62,28 @@ class Cars3D(FactorDataset):
 
     Args:
         folder: directory holding the `*.mat` files.
-        image_size: output side (64, like disentanglement_lib).
+        image_size: side of the returned images (default: 64, like disentanglement_lib).
+        channels: 3 (as stored) or None.
     """
 
     factor_names = CARS3D_FACTOR_NAMES
 
-    def __init__(self, folder: str | os.PathLike, image_size: int = 64):
+    def __init__(self, folder: str | os.PathLike, image_size: Optional[int] = None, channels: Optional[int] = None):
         self.folder = os.fspath(folder)
         if not os.path.isdir(self.folder):
             raise ValueError(f"{self.folder}: expected a folder of Cars3D .mat files")
         self.files = sorted(os.path.join(self.folder, f) for f in os.listdir(self.folder) if f.endswith(".mat"))
         if not self.files:
             raise ValueError(f"{self.folder}: no .mat files found; expected the 183 Cars3D files")
-        self.image_size = int(image_size)
-        first = _load_views(self.files[0], self.image_size)
+        self.source_image_size = (CARS3D_SIDE, CARS3D_SIDE)
+        self._set_output(image_size, channels, stored_channels=3)
+        first = _load_views(self.files[0], CARS3D_SIDE)
         self._views = {0: first}
         self.factor_sizes = [first.shape[0], first.shape[1], len(self.files)]
 
     def _car(self, k: int) -> np.ndarray:
         if k not in self._views:
-            views = _load_views(self.files[k], self.image_size)
+            views = _load_views(self.files[k], CARS3D_SIDE)
             if list(views.shape[:2]) != self.factor_sizes[:2]:
                 raise ValueError(f"{self.files[k]}: has {views.shape[:2]} (elevations, azimuths); "
                                  f"expected {tuple(self.factor_sizes[:2])} like {self.files[0]}")
@@ -85,7 +92,8 @@ class Cars3D(FactorDataset):
 
     def get_images(self, indices: Sequence[int]) -> np.ndarray:
         factors = self.index_to_factors(np.asarray(indices, dtype=np.int64).reshape(-1))
-        out = np.empty((len(factors), self.image_size, self.image_size, 3), dtype=np.float32)
+        out = np.empty((len(factors), CARS3D_SIDE, CARS3D_SIDE, 3), dtype=np.float32)
         for i, (e, a, k) in enumerate(factors):
             out[i] = self._car(int(k))[e, a]
-        return out / 255.0
+        out /= 255.0
+        return self._resized(out)

@@ -4,7 +4,8 @@ The file holds `imgs` (737280, 64, 64) uint8 in {0, 1}, `latents_classes` and `l
 (737280, 6) for colour (1 value), shape 3, scale 6, orientation 40, posX 32, posY 32, and a pickled
 `metadata` that is never read. Factor sizes are inferred from `latents_classes` (any sub-grid, rows in
 any order). As in disentanglement_lib the constant colour factor is not a factor of the dataset:
-the five others are. Images are (H, W, 1).
+the five others are. Images are (H, W, 1), or (H, W, 3) with `channels=3` (the grey value repeated)
+for models built for colour images; `image_size` resizes each batch as it is read.
 
 Sampling parity with disentanglement_lib: its `sample_observations_from_factors` completes the
 colour column with `random_state.randint(1, size=num)`; we make the same call. NumPy's legacy
@@ -15,6 +16,8 @@ Example:
     >>> data = DSprites("dsprites_ndarray_co1sh3sc6or40x32y32_64x64.npz")  # doctest: +SKIP
     >>> data.factor_sizes  # doctest: +SKIP
     [3, 6, 40, 32, 32]
+    >>> DSprites("dsprites.npz", image_size=16, channels=3).get_images([0]).shape  # doctest: +SKIP
+    (1, 16, 16, 3)
 """
 from __future__ import annotations
 
@@ -36,11 +39,14 @@ class DSprites(FactorDataset):
     Args:
         path: the `.npz` file.
         cache_dir: where a compressed `imgs` member is decompressed once (see `npz_member`).
+        image_size: side of the returned images (default: as stored); see `resize.py` for the filter.
+        channels: 1 (as stored), 3 (grey repeated) or None.
     """
 
     factor_names = DSPRITES_ALL_FACTOR_NAMES[1:]
 
-    def __init__(self, path: str | os.PathLike, cache_dir: Optional[str] = None):
+    def __init__(self, path: str | os.PathLike, cache_dir: Optional[str] = None, image_size: Optional[int] = None,
+                 channels: Optional[int] = None):
         self.path = os.fspath(path)
         classes = read_npz_array(self.path, "latents_classes")
         values = read_npz_array(self.path, "latents_values")
@@ -48,6 +54,8 @@ class DSprites(FactorDataset):
         rows = self._images.shape[0] if self._images.ndim else 0
         if self._images.ndim != 3:
             raise ValueError(f"{self.path}: 'imgs' has shape {self._images.shape}; expected (N, 64, 64)")
+        self.source_image_size = tuple(self._images.shape[1:3])
+        self._set_output(image_size, channels, stored_channels=1)
         for key, array in (("latents_classes", classes), ("latents_values", values)):
             if array.shape != (rows, 6):
                 raise ValueError(f"{self.path}: '{key}' has shape {array.shape}; expected ({rows}, 6): "
@@ -67,7 +75,7 @@ class DSprites(FactorDataset):
         indices = np.asarray(indices, dtype=np.int64).reshape(-1)
         self.index_to_factors(indices)  # range check
         rows = indices if self._index_to_row is None else self._index_to_row[indices]
-        return self._images[rows].astype(np.float32)[..., None]
+        return self._resized(self._images[rows].astype(np.float32)[..., None])
 
     def sample_observations_from_factors(self, factors, random_state: np.random.RandomState) -> np.ndarray:
         factors = np.asarray(factors, dtype=np.int64)

@@ -20,12 +20,16 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
+from .resize import check_output_options, resize_images
+
 
 class FactorDataset(torch.utils.data.Dataset):
     """Base class: a dataset whose items are indexed by a grid of discrete factors.
 
     Subclasses set `factor_names`, `factor_sizes` (and optionally `factor_values`, the label value
     of each class) and implement `get_images(indices)`; everything else derives from those.
+    Loaders of stored images also set `source_image_size` and pass each batch through
+    `_resized`, which gives it the `image_size` and `channels` asked for (see `resize.py`).
 
     `__getitem__(i)` returns `(image, factors)`: image a float tensor (C, H, W) in [-1, 1],
     factors an int64 tensor of the factor classes of grid point `i`.
@@ -34,6 +38,22 @@ class FactorDataset(torch.utils.data.Dataset):
     factor_names: list[str]
     factor_sizes: list[int]
     factor_values: Optional[list[np.ndarray]] = None
+    image_size: Optional[int] = None  # side of the images `get_images` returns; None: as stored
+    channels: Optional[int] = None  # channels `get_images` returns; None: as stored
+    source_image_size: Optional[tuple[int, int]] = None  # (height, width) as stored; None: rendered
+
+    def _set_output(self, image_size: Optional[int], channels: Optional[int], stored_channels: int) -> None:
+        """Check and keep the output `image_size` and `channels` of a loader of stored images."""
+        check_output_options(image_size, channels)
+        if channels is not None and channels != stored_channels and stored_channels != 1:
+            raise ValueError(f"channels={channels}: the images have {stored_channels} channels; "
+                             f"channels=3 expands grey (1-channel) images")
+        self.image_size = None if image_size is None else int(image_size)
+        self.channels = channels
+
+    def _resized(self, images: np.ndarray) -> np.ndarray:
+        """A batch as stored (num, H, W, C) in [0, 1] -> the output size and channels."""
+        return resize_images(images, self.image_size, self.channels)
 
     # -- grid arithmetic --------------------------------------------------------------------------
     @property

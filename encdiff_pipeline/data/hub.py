@@ -4,12 +4,15 @@ The schema is that of `eurecom-ds/shapes3d` (and of `FactorDataset.to_hf_dataset
 column, one `label_<factor>` ClassLabel (or integer) column per factor and optionally
 `value_<factor>` float columns with the label values. Rows may come in any order and may hold a
 sub-grid; the grid is inferred from the label columns. Factors named like Shapes3D's are put in
-Shapes3D order (the Hub stores columns alphabetically).
+Shapes3D order (the Hub stores columns alphabetically). `image_size` resizes each batch as it is
+decoded and `channels=3` repeats grey images (see `resize.py`).
 
 Example:
     >>> data = load_hf_factor_dataset("eurecom-ds/shapes3d")  # doctest: +SKIP
     >>> data.factor_names  # doctest: +SKIP
     ['floor_hue', 'wall_hue', 'object_hue', 'scale', 'shape', 'orientation']
+    >>> load_hf_factor_dataset("eurecom-ds/shapes3d", image_size=16).get_images([0]).shape  # doctest: +SKIP
+    (1, 16, 16, 3)
 """
 from __future__ import annotations
 
@@ -31,10 +34,12 @@ class HFFactorDataset(FactorDataset):
         image_column: its image column.
         factor_columns: label columns in factor order (default: every `label_*` column).
         source: a name for error messages.
+        image_size: side of the returned images (default: as stored).
+        channels: 3 repeats grey images; None keeps the stored channels.
     """
 
     def __init__(self, dataset, image_column: str = "image", factor_columns: Optional[Sequence[str]] = None,
-                 source: str = "dataset"):
+                 source: str = "dataset", image_size: Optional[int] = None, channels: Optional[int] = None):
         self.source = source
         if image_column not in dataset.column_names:
             raise ValueError(f"{source}: no '{image_column}' column; columns are {dataset.column_names}")
@@ -71,15 +76,21 @@ class HFFactorDataset(FactorDataset):
         self.hf_dataset = dataset
         self._images = dataset.select_columns([image_column])
         self._image_column = image_column
+        first = self._decode([0])
+        self.source_image_size = first.shape[1:3]
+        self._set_output(image_size, channels, stored_channels=first.shape[-1])
+
+    def _decode(self, rows: Sequence[int]) -> np.ndarray:
+        pictures = self._images[list(rows)][self._image_column]
+        images = [np.asarray(p.convert("RGB") if p.mode not in ("RGB", "L") else p) for p in pictures]
+        images = np.stack(images).astype(np.float32) / 255.0
+        return images[..., None] if images.ndim == 3 else images
 
     def get_images(self, indices: Sequence[int]) -> np.ndarray:
         indices = np.asarray(indices, dtype=np.int64).reshape(-1)
         self.index_to_factors(indices)  # range check
         rows = indices if self._index_to_row is None else self._index_to_row[indices]
-        pictures = self._images[rows.tolist()][self._image_column]
-        images = [np.asarray(p.convert("RGB") if p.mode not in ("RGB", "L") else p) for p in pictures]
-        images = np.stack(images).astype(np.float32) / 255.0
-        return images[..., None] if images.ndim == 3 else images
+        return self._resized(self._decode(rows.tolist()))
 
 
 def _open_table(source: str, split: str, **load_options):
@@ -105,7 +116,13 @@ def _open_table(source: str, split: str, **load_options):
 
 
 def load_hf_factor_dataset(source: str, split: str = "train", image_column: str = "image",
-                           factor_columns: Optional[Sequence[str]] = None, **load_options) -> HFFactorDataset:
-    """A factor dataset from a Hub id, a `save_to_disk` folder, or parquet file(s)."""
+                           factor_columns: Optional[Sequence[str]] = None, image_size: Optional[int] = None,
+                           channels: Optional[int] = None, **load_options) -> HFFactorDataset:
+    """A factor dataset from a Hub id, a `save_to_disk` folder, or parquet file(s).
+
+    Example:
+        >>> data = load_hf_factor_dataset("shapes3d_subset", image_size=16)  # doctest: +SKIP
+    """
     table = _open_table(source, split, **load_options)
-    return HFFactorDataset(table, image_column=image_column, factor_columns=factor_columns, source=source)
+    return HFFactorDataset(table, image_column=image_column, factor_columns=factor_columns, source=source,
+                           image_size=image_size, channels=channels)

@@ -5,6 +5,8 @@ Example:
     >>> data = load_factor_dataset("procedural-shapes3d", image_size=32)
     >>> len(data), data.factor_sizes
     (480000, [10, 10, 10, 8, 4, 15])
+    >>> load_factor_dataset("3dshapes.h5", image_size=16).get_images([0]).shape  # doctest: +SKIP
+    (1, 16, 16, 3)
 """
 from __future__ import annotations
 
@@ -16,11 +18,16 @@ PROCEDURAL_SHAPES3D = "procedural-shapes3d"
 def load_factor_dataset(source: str | os.PathLike, **options):
     """Open a factor dataset.
 
+    Every source takes `image_size`, the side of the images it returns. Stored images are resized
+    per batch as they are read: the mean of each block when the stored side is a multiple of
+    `image_size` (64 -> 16 averages 4x4 blocks), PIL LANCZOS otherwise (see `resize.py`). Loaders of
+    stored images also take `channels=3`, which repeats grey images (dSprites) into three channels.
+
     `source` is one of:
       - `"procedural-shapes3d"`: rendered on demand; options `image_size`, `factor_values`,
         `factor_sizes`, `supersample` (see `ProceduralShapes3D`);
       - a `3dshapes.h5` (or any sub-grid of it in the same layout) -> `Shapes3D`;
-      - a dSprites `.npz` (`imgs`, `latents_classes`, ...) -> `DSprites` (option `cache_dir`);
+      - a dSprites `.npz` (`imgs`, `latents_classes`, ...) -> `DSprites` (options `cache_dir`, `channels`);
       - an MPI3D `.npz` (`images`) -> `MPI3D` (options `factor_sizes`, `cache_dir`);
       - a folder of Cars3D `.mat` files -> `Cars3D` (option `image_size`);
       - a CelebA folder (`list_attr_celeba.txt` + images) or a Hub id containing "celeba" -> `CelebA`

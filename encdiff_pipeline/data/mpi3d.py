@@ -3,12 +3,15 @@
 The file's `images` array is (1036800, 64, 64, 3) uint8, or the same reshaped to
 [6, 6, 2, 3, 3, 40, 40, 64, 64, 3]: object colour, object shape, object size, camera height,
 background colour, horizontal axis, vertical axis (last fastest). `factor_sizes` lets a smaller file
-(e.g. one written by a test) stand for a smaller grid with the same layout. Licence: CC BY 4.0.
+(e.g. one written by a test) stand for a smaller grid with the same layout. `image_size` resizes
+each batch as it is read. Licence: CC BY 4.0.
 
 Example:
     >>> data = MPI3D("mpi3d_real.npz")  # doctest: +SKIP
     >>> len(data)  # doctest: +SKIP
     1036800
+    >>> MPI3D("mpi3d_real.npz", image_size=16).get_images([0]).shape  # doctest: +SKIP
+    (1, 16, 16, 3)
 """
 from __future__ import annotations
 
@@ -32,12 +35,14 @@ class MPI3D(FactorDataset):
         path: the `.npz` file (key `images`).
         factor_sizes: grid sizes, default the real [6, 6, 2, 3, 3, 40, 40].
         cache_dir: where a compressed `images` member is decompressed once (see `npz_member`).
+        image_size: side of the returned images (default: as stored); see `resize.py` for the filter.
+        channels: 3 (as stored) or None.
     """
 
     factor_names = MPI3D_FACTOR_NAMES
 
     def __init__(self, path: str | os.PathLike, factor_sizes: Optional[Sequence[int]] = None,
-                 cache_dir: Optional[str] = None):
+                 cache_dir: Optional[str] = None, image_size: Optional[int] = None, channels: Optional[int] = None):
         self.path = os.fspath(path)
         self.factor_sizes = [int(s) for s in (factor_sizes or MPI3D_FACTOR_SIZES)]
         if len(self.factor_sizes) != len(MPI3D_FACTOR_NAMES):
@@ -52,8 +57,10 @@ class MPI3D(FactorDataset):
             raise ValueError(f"{self.path}: 'images' has shape {images.shape}; expected ({total}, H, W, 3) "
                              f"or {self.factor_sizes + ['H', 'W', 3]} for factor sizes {self.factor_sizes}")
         self._images = images.reshape((total,) + tuple(images.shape[-3:]))
+        self.source_image_size = tuple(images.shape[-3:-1])
+        self._set_output(image_size, channels, stored_channels=3)
 
     def get_images(self, indices: Sequence[int]) -> np.ndarray:
         indices = np.asarray(indices, dtype=np.int64).reshape(-1)
         self.index_to_factors(indices)  # range check
-        return self._images[indices].astype(np.float32) / 255.0
+        return self._resized(self._images[indices].astype(np.float32) / 255.0)

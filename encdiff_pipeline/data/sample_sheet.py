@@ -13,16 +13,20 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-_LABEL_WIDTH = 110
+MIN_CELL = 64  # images are enlarged (nearest neighbour) to at least this many pixels
 
 
 def sample_sheet(dataset, base_factors: Optional[Sequence[int]] = None, columns: int = 15,
-                 scale: int = 2) -> np.ndarray:
-    """Sheet image (rows*H*scale, label + columns*W*scale, 3) uint8.
+                 scale: Optional[int] = None) -> np.ndarray:
+    """Sheet image (H, W, 3) uint8, labelled: row k shows `base_factors` with factor k swept over up to
+    `columns` evenly spaced classes, from its first class (left) to its last.
 
-    Row k shows `base_factors` with factor k swept over up to `columns` evenly spaced classes.
+    `scale` enlarges every image by that factor (nearest neighbour); by default enough for `MIN_CELL` px.
+
+    Example:
+        >>> sheet = sample_sheet(load_factor_dataset("procedural-shapes3d", image_size=16))  # doctest: +SKIP
     """
-    from PIL import Image, ImageDraw
+    from ..visualization import image_grid
 
     sizes = list(dataset.factor_sizes)
     if base_factors is None:  # a varied default (for Shapes3D: three different hues, a sphere)
@@ -34,23 +38,13 @@ def sample_sheet(dataset, base_factors: Optional[Sequence[int]] = None, columns:
         classes = np.unique(np.round(np.linspace(0, size - 1, min(columns, size))).astype(np.int64))
         factors = np.repeat(base[None], len(classes), axis=0)
         factors[:, k] = classes
-        images = dataset.get_images(dataset.factors_to_index(factors))
-        if images.shape[-1] == 1:
-            images = np.repeat(images, 3, axis=-1)
-        height, width = images.shape[1:3]
-        row = np.full((height, columns * width, 3), 0.5, dtype=np.float32)
-        for j, image in enumerate(images):
-            row[:, j * width:(j + 1) * width] = image
-        rows.append(row)
-    sheet = (np.clip(np.concatenate(rows, axis=0), 0, 1) * 255).round().astype(np.uint8)
-    picture = Image.fromarray(sheet).resize((sheet.shape[1] * scale, sheet.shape[0] * scale), Image.NEAREST)
-    canvas = Image.new("RGB", (picture.width + _LABEL_WIDTH, picture.height), "white")
-    canvas.paste(picture, (_LABEL_WIDTH, 0))
-    draw = ImageDraw.Draw(canvas)
-    row_height = picture.height // len(sizes)
-    for k, name in enumerate(dataset.factor_names):
-        draw.text((6, k * row_height + row_height // 2 - 10), f"{name}\n({sizes[k]})", fill="black")
-    return np.asarray(canvas)
+        rows.append(dataset.get_images(dataset.factors_to_index(factors)))
+    num_cols = max(len(row) for row in rows)
+    col_labels = ["first class"] + [""] * (num_cols - 2) + ["last class"] if num_cols > 1 else ["class"]
+    cell = MIN_CELL if scale is None else scale * min(rows[0].shape[1:3])
+    grid = image_grid(rows, row_labels=[f"{name} ({size})" for name, size in zip(dataset.factor_names, sizes)],
+                      col_labels=col_labels, min_cell_size=cell)
+    return np.asarray(grid)
 
 
 def save_sample_sheet(dataset, path: str, **kwargs) -> str:
@@ -80,7 +74,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--out", default="sample_sheet.png", help="PNG to write")
     parser.add_argument("--image-size", type=int, default=None, help="procedural-shapes3d only: 64 or 32")
     parser.add_argument("--columns", type=int, default=15, help="images per row (at most)")
-    parser.add_argument("--scale", type=int, default=2, help="pixel magnification")
+    parser.add_argument("--scale", type=int, default=None, help="pixel magnification (default: 64 px per image)")
     parser.add_argument("--base-index", type=int, default=None,
                         help="grid index whose factors are held fixed (default: a varied fixed choice)")
     args = parser.parse_args(argv)

@@ -6,13 +6,15 @@ orientation fastest. A file holding any sub-grid (rows in any order) works too: 
 from `labels`, whose values must be Shapes3D label values.
 
 Example:
-    >>> data = Shapes3D("3dshapes.h5")  # doctest: +SKIP
+    >>> data = Shapes3D("3dshapes.h5", image_size=16)  # doctest: +SKIP
     >>> image, factors = data[0]  # doctest: +SKIP
+    >>> tuple(image.shape)  # doctest: +SKIP
+    (3, 16, 16)
 """
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -36,11 +38,13 @@ class Shapes3D(FactorDataset):
 
     Args:
         path: `3dshapes.h5`, or any HDF5 file with `images` (N, H, W, 3) uint8 and `labels` (N, 6).
+        image_size: side of the returned images (default: as stored); see `resize.py` for the filter.
+        channels: 3 (as stored) or None.
     """
 
     factor_names = SHAPES3D_FACTOR_NAMES
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, image_size: Optional[int] = None, channels: Optional[int] = None):
         import h5py
 
         self.path = os.fspath(path)
@@ -60,6 +64,8 @@ class Shapes3D(FactorDataset):
                 self.image_shape = tuple(images.shape[1:])
         except OSError as error:
             raise OSError(f"{self.path}: cannot read as an HDF5 Shapes3D file ({error})") from error
+        self.source_image_size = self.image_shape[:2]
+        self._set_output(image_size, channels, stored_channels=3)
         snapped = snap_to_values(label_rows, SHAPES3D_FACTOR_VALUES, SHAPES3D_FACTOR_NAMES, self.path)
         grid = infer_grid(snapped, self.path, SHAPES3D_FACTOR_NAMES)
         self.factor_sizes = grid.factor_sizes
@@ -90,7 +96,7 @@ class Shapes3D(FactorDataset):
         except OSError as error:
             raise OSError(f"{self.path}: cannot read images (truncated or corrupt file?): {error}") from error
         out /= 255.0
-        return out
+        return self._resized(out)
 
     def __getstate__(self):
         state = self.__dict__.copy()

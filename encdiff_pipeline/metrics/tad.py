@@ -12,7 +12,7 @@ Two AUROC variants:
   (FPR, TPR) points for `z >= t` and for `z < t`, each sorted, area by a right Riemann sum.
 - `"exact"`: sklearn's `roc_auc_score` on every dim (InfoDiffusion's evaluation).
 
-DESIGN.md §3: EncDiff reports TAD on 1,000 CelebA images drawn with seed 30.
+EncDiff reports TAD on 1,000 CelebA images drawn with seed 30 (docs/design.md §3).
 
 Example:
     >>> import numpy as np
