@@ -36,38 +36,6 @@ from validation import read_log  # noqa: E402
 _FOUR_LEVELS = {"block_out_channels": [32, 64, 64, 64],
                 "down_block_types": ["DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
                 "up_block_types": ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D", "UpBlock2D"]}
-_X0_LOGSNR = {"prediction_type": "sample", "timestep_sampling": "logsnr_normal", "logsnr_mean": -1.5, "logsnr_std": 1.5}
-# name -> (what changes from the small preset, preset keys to override, extra train_encdiff.py flags)
-VARIANTS: dict[str, tuple[str, dict[str, Any], list[str]]] = {
-    "default": ("small preset: 16x16, U-Net 16-8-4, attention at 8x8 and 4x4, batch 64, lr 1e-3", {}, []),
-    "pixels_32": ("32x32 images, the former 4-level U-Net (32-16-8-4, attention at 8x8 and 4x4)",
-                  {"image_size": 32, "unet": _FOUR_LEVELS}, []),
-    "four_levels": ("U-Net 16-8-4-2: attention only at 4x4 and 2x2", {"unet": _FOUR_LEVELS}, []),
-    "attention_16": ("attention at every level, 16x16 included",
-                     {"unet": {"down_block_types": ["CrossAttnDownBlock2D"] * 3, "up_block_types": ["CrossAttnUpBlock2D"] * 3}}, []),
-    "cross_attention_only": ("no self-attention: both attention layers attend to the tokens",
-                             {"unet": {"only_cross_attention": True}}, []),
-    "lr_2e-3": ("learning rate 2e-3", {"training": {"learning_rate": 2e-3}}, []),
-    "batch_32": ("batch 32", {"training": {"train_batch_size": 32}}, []),
-    "batch_128_lr_2e-3": ("batch 128 with lr 2e-3", {"training": {"train_batch_size": 128, "learning_rate": 2e-3}}, []),
-    # levers aimed at object scale and shape (the small print of the image)
-    "x0_logsnr": ("x0 prediction, log-SNR ~ N(-1.5, 1.5)", {"training": _X0_LOGSNR}, []),
-    "x0_logsnr_edge": ("x0 prediction, log-SNR ~ N(-1.5, 1.5), edge loss 1.0", {"training": {**_X0_LOGSNR, "edge_loss_weight": 1.0}}, []),
-    "v_logsnr_edge": ("v prediction, log-SNR ~ N(-1.5, 1.5), edge loss 1.0",
-                      {"training": {**_X0_LOGSNR, "prediction_type": "v_prediction", "edge_loss_weight": 1.0}}, []),
-    "x0_edge": ("x0 prediction, uniform t, edge loss 1.0", {"training": {"prediction_type": "sample", "edge_loss_weight": 1.0}}, []),
-    "concepts_16": ("16 concepts", {"encoder": {"num_concepts": 16}}, []),
-    "concepts_20": ("20 concepts (the paper's N)", {"encoder": {"num_concepts": 20}}, []),
-    "skip_dropout": ("skip dropout 0.2", {"training": {"skip_dropout": 0.2}}, []),
-    "encoder_lr_x3": ("the encoder's learning rate x3 (3e-3)", {"training": {"encoder_lr_scale": 3.0}}, []),
-    "v_edge": ("v prediction, uniform t, edge loss 1.0", {"training": {"prediction_type": "v_prediction", "edge_loss_weight": 1.0}}, []),
-    "x0_logsnr_edge_skip": ("x0_logsnr_edge with skip dropout 0.2",
-                            {"training": {**_X0_LOGSNR, "edge_loss_weight": 1.0, "skip_dropout": 0.2}}, []),
-    "x0_logsnr_edge_n6": ("x0_logsnr_edge with 6 concepts", {"training": {**_X0_LOGSNR, "edge_loss_weight": 1.0},
-                                                              "encoder": {"num_concepts": 6}}, []),
-    "x0_logsnr_edge_n12": ("x0_logsnr_edge with 12 concepts", {"training": {**_X0_LOGSNR, "edge_loss_weight": 1.0},
-                                                                "encoder": {"num_concepts": 12}}, []),
-}
 
 
 def merge(base: dict, overrides: dict) -> dict:
@@ -75,6 +43,48 @@ def merge(base: dict, overrides: dict) -> dict:
     for key, value in overrides.items():
         out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
     return out
+
+
+_X0_LOGSNR = {"prediction_type": "sample", "timestep_sampling": "logsnr_normal", "logsnr_mean": -1.5, "logsnr_std": 1.5}
+# The preset before the levers (10 concepts, one learning rate): the base of the first tuning round.
+_FORMER = {"encoder": {"num_concepts": 10}, "training": {"encoder_lr_scale": 1.0}}
+
+
+def _former(**overrides: Any) -> dict[str, Any]:
+    """Overrides on top of the former small preset (10 concepts, the encoder at the U-Net's lr)."""
+    return merge(_FORMER, overrides)
+
+
+# name -> (what changes from the small preset, preset keys to override, extra train_encdiff.py flags)
+VARIANTS: dict[str, tuple[str, dict[str, Any], list[str]]] = {
+    "default": ("small preset: 16x16, N=20, U-Net 16-8-4 with attention at 8x8 and 4x4, batch 64, lr 1e-3, "
+                "encoder lr 3e-3", {}, []),
+    # levers aimed at object scale and shape, measured one by one (the preset is the winning combination)
+    "former_small": ("the former preset: 10 concepts, encoder at the U-Net's lr (1e-3)", _FORMER, []),
+    "former_x0_logsnr": ("former preset, x0 prediction, log-SNR ~ N(-1.5, 1.5)", _former(training=_X0_LOGSNR), []),
+    "concepts_20_one_lr": ("20 concepts, encoder at the U-Net's lr", {"training": {"encoder_lr_scale": 1.0}}, []),
+    "concepts_20_one_lr_skip_dropout": ("20 concepts, encoder at the U-Net's lr, skip dropout 0.2",
+                                        {"training": {"encoder_lr_scale": 1.0, "skip_dropout": 0.2}}, []),
+    "encoder_lr_x10": ("encoder lr 10x the U-Net's (1e-2)", {"training": {"encoder_lr_scale": 10.0}}, []),
+    "concepts_10": ("10 concepts", {"encoder": {"num_concepts": 10}}, []),
+    "skip_dropout": ("skip dropout 0.2", {"training": {"skip_dropout": 0.2}}, []),
+    "v_edge": ("v prediction, edge loss 1.0", {"training": {"prediction_type": "v_prediction", "edge_loss_weight": 1.0}}, []),
+    "x0_logsnr_edge": ("x0 prediction, log-SNR ~ N(-1.5, 1.5), edge loss 1.0",
+                       {"training": {**_X0_LOGSNR, "edge_loss_weight": 1.0}}, []),
+    # the first tuning round (image size, U-Net layout, lr, batch), on the former preset
+    "former_pixels_32": ("former preset at 32x32, 4-level U-Net (32-16-8-4, attention at 8x8 and 4x4)",
+                         _former(image_size=32, unet=_FOUR_LEVELS), []),
+    "former_four_levels": ("former preset, U-Net 16-8-4-2: attention only at 4x4 and 2x2", _former(unet=_FOUR_LEVELS), []),
+    "former_attention_16": ("former preset, attention at every level, 16x16 included",
+                            _former(unet={"down_block_types": ["CrossAttnDownBlock2D"] * 3,
+                                          "up_block_types": ["CrossAttnUpBlock2D"] * 3}), []),
+    "former_cross_attention_only": ("former preset, no self-attention: both attention layers attend to the tokens",
+                                    _former(unet={"only_cross_attention": True}), []),
+    "former_lr_2e-3": ("former preset, learning rate 2e-3", _former(training={"learning_rate": 2e-3}), []),
+    "former_batch_32": ("former preset, batch 32", _former(training={"train_batch_size": 32}), []),
+    "former_batch_128_lr_2e-3": ("former preset, batch 128 with lr 2e-3",
+                                 _former(training={"train_batch_size": 128, "learning_rate": 2e-3}), []),
+}
 
 
 def run_variant(args, name: str) -> int:

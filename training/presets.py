@@ -28,19 +28,16 @@ ENCDIFF_PRESETS: dict[str, dict[str, Any]] = {
         "training": {"learning_rate": 1e-3, "lr_warmup_steps": 0, "beta_schedule": "cosine",
                      "train_batch_size": 8, "ema_decay": 0.999},
     },
-    # The CPU default: pixel space at 16x16, N=10 scalar concepts of d=32, chosen with
-    # benchmarks/encdiff_variants.py (12 min, 1 thread, 2-core box; FactorVAE / DCI at 8 and 12 min):
-    # this preset 0.61 / 0.38 and 0.76 / 0.55 at 122 images/s; 32x32 (~40 images/s) ~0.56 / 0.17
-    # after 10 min; batch 32 0.52 / 0.21 at 8 min; batch 128 with lr 2e-3 0.62 / 0.18 at 8 min;
-    # lr 2e-3 0.74 / 0.48 at 12 min. An earlier 16x16 prototype: lr 1e-3 nearly
-    # doubled DCI over 3e-4 (docs/design.md §1b).
+    # The CPU default: pixel space at 16x16, N=20 scalar concepts of d=32, the encoder's learning rate
+    # 3x the U-Net's. Chosen with benchmarks/encdiff_variants.py (the README's Results list each
+    # variant and what it did).
     "small": {
         "image_size": 16,
         "latent": False,
-        "encoder": {"num_concepts": 10, "token_dim": 32, "width": 128},
+        "encoder": {"num_concepts": 20, "token_dim": 32, "width": 128},
         "unet_preset": "small",
         "unet": {},
-        "training": {"learning_rate": 1e-3, "lr_warmup_steps": 200, "beta_schedule": "cosine",
+        "training": {"learning_rate": 1e-3, "encoder_lr_scale": 3.0, "lr_warmup_steps": 200, "beta_schedule": "cosine",
                      "train_batch_size": 64, "ema_decay": 0.999},
     },
     # The release: 64x64 images, diffusion on 16x16x3 latents of a VQ first stage (f=4, train it with
