@@ -94,6 +94,11 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
                    help="training processes at once (pair with --num_threads so that jobs x threads <= cores)")
     p.add_argument("--output_dir", default="benchmark_results/disentanglement", help="where runs and the report go")
     p.add_argument("--report_only", action="store_true", help="do not train: rebuild the report from output_dir/runs")
+    p.add_argument("--import_results", default=None,
+                   help="an earlier results.json whose runs of --import_methods are reported as they are (not trained here)")
+    p.add_argument("--import_methods", default="", help="comma list of the methods taken from --import_results")
+    p.add_argument("--importance", action=argparse.BooleanOptionalAction, default=True,
+                   help="per-factor accuracy and completeness of every run (DCI's importance matrix, 2,000 / 1,000 samples)")
     p.add_argument("--smoke", action="store_true",
                    help="plumbing check: seconds per method, tiny grids, tiny models, tiny metric protocol")
     args = p.parse_args(argv)
@@ -106,6 +111,11 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     if set(args.ablations) - set(ABLATIONS):
         p.error(f"unknown --ablations {sorted(set(args.ablations) - set(ABLATIONS))}; expected {sorted(ABLATIONS)} or all")
     args.held_factor_sizes = [int(s) for s in args.held_factor_sizes.split(",")]
+    args.import_methods = [m.strip() for m in args.import_methods.split(",") if m.strip()]
+    if args.import_methods and not (args.import_results and os.path.isfile(args.import_results)):
+        p.error(f"--import_methods needs --import_results FILE (an earlier results.json), got {args.import_results!r}")
+    if set(args.import_methods) & set(args.methods):
+        p.error(f"--import_methods {args.import_methods} must not also be trained (--methods {args.methods})")
     args.train_factor_sizes = None  # the whole grid
     if args.smoke:
         args.budget_minutes, args.eval_every_minutes, args.seeds = 0.15, 0.05, 1
@@ -303,7 +313,27 @@ def collect(args, methods: list[str]) -> list[dict]:
             curve = learning_curve(read_log(log)) if os.path.exists(log) else []
             runs.append({"method": method, "seed": seed, "run_dir": os.path.relpath(run_dir, args.output_dir),
                          "curve": curve, "final": curve[-1] if curve else None})
+    if args.import_methods:
+        with open(args.import_results, encoding="utf-8") as f:
+            earlier = json.load(f)
+        for run in earlier.get("runs", []):
+            if run["method"] in args.import_methods:
+                runs.append({**run, "imported_from": {"file": os.path.basename(args.import_results),
+                                                      "machine": earlier.get("machine")}})
     return runs
+
+
+def add_importance(args, runs: list[dict]) -> None:
+    """Per run (procedural data, run folder present): held-out accuracy and completeness of each factor."""
+    from factor_importance import analyse  # benchmarks/factor_importance.py
+
+    for run in runs:
+        run_dir = os.path.join(args.output_dir, run["run_dir"])
+        if run.get("imported_from") or not run["final"] or not os.path.isdir(run_dir):
+            continue
+        result = analyse(run_dir, image_size=args.image_size, num_train=2000, num_test=1000)
+        run["importance"] = {"factor_names": result["factor_names"], "accuracy": result["accuracy"].tolist(),
+                             "completeness": result["completeness"].tolist()}
 
 
 def summarise(runs: list[dict]) -> dict[str, dict[str, Any]]:
@@ -316,6 +346,13 @@ def summarise(runs: list[dict]) -> dict[str, dict[str, Any]]:
             values = [f[key] for f in finals if f.get(key) is not None]
             if values:
                 entry[key] = {"mean": float(np.mean(values)), "std": float(np.std(values)), "n": len(values)}
+        importances = [r["importance"] for r in runs if r["method"] == method and r.get("importance")]
+        if importances:
+            entry["importance"] = {"factor_names": importances[0]["factor_names"], "n": len(importances),
+                                   **{key: np.mean([i[key] for i in importances], axis=0).tolist()
+                                      for key in ("accuracy", "completeness")}}
+        if any(r.get("imported_from") for r in runs if r["method"] == method):
+            entry["imported"] = True
         summary[method] = entry
     return summary
 
@@ -345,8 +382,31 @@ def markdown_table(summary: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def importance_table(summary: dict[str, dict[str, Any]]) -> str:
+    """Per method: held-out accuracy / completeness of each factor (mean over seeds), or '' if none."""
+    rows = [(method, entry["importance"]) for method, entry in summary.items() if "importance" in entry]
+    if not rows:
+        return ""
+    names = rows[0][1]["factor_names"]
+    lines = ["", "", "Per factor, held-out accuracy / completeness (DCI's importance matrix; mean over seeds):", "",
+             "| method | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    for method, imp in rows:
+        lines.append(f"| {label(method)} | " + " | ".join(f"{a:.2f} / {c:.2f}" for a, c in zip(imp["accuracy"], imp["completeness"]))
+                     + " |")
+    return "\n".join(lines)
+
+
+def mean_curve(runs: list[dict], x_key: str, metric: str) -> tuple[list[float], list[float]]:
+    """The mean over seeds of one method's curve, validation by validation (as far as every seed goes)."""
+    curves = [[p for p in r["curve"] if p.get(x_key) is not None and p.get(metric) is not None] for r in runs]
+    length = min((len(c) for c in curves), default=0)
+    return ([float(np.mean([c[i][x_key] for c in curves])) for i in range(length)],
+            [float(np.mean([c[i][metric] for c in curves])) for i in range(length)])
+
+
 def plot_curves(runs: list[dict], path: str, title: str) -> None:
-    """FactorVAE and DCI against training seconds and images seen; one colour per method."""
+    """FactorVAE and DCI against training seconds and images seen; one colour per method, the mean over
+    seeds drawn thick and each seed thin."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -355,15 +415,17 @@ def plot_curves(runs: list[dict], path: str, title: str) -> None:
     fig, axes = plt.subplots(2, 2, figsize=(11, 8), sharey="row")
     methods = list(dict.fromkeys(r["method"] for r in runs))
     colours = {m: plt.get_cmap("tab10")(i % 10) for i, m in enumerate(methods)}
-    for run in runs:
-        points = [p for p in run["curve"] if p.get("train_seconds") is not None]
-        if not points:
-            continue
+    for method in methods:  # thin lines: each seed; thick: the mean over seeds
+        method_runs = [r for r in runs if r["method"] == method and r["curve"]]
         for row, metric in enumerate(("factor_vae", "dci_disentanglement")):
             for col, x_key in enumerate(("train_seconds", "images_seen")):
-                axes[row, col].plot([p[x_key] for p in points], [p.get(metric, np.nan) for p in points],
-                                    marker="o", ms=3, color=colours[run["method"]], alpha=0.9 if run["seed"] == 0 else 0.5,
-                                    label=label(run["method"]) if run["seed"] == 0 else None)
+                for run in method_runs if len(method_runs) > 1 else []:
+                    points = [p for p in run["curve"] if p.get(x_key) is not None]
+                    axes[row, col].plot([p[x_key] for p in points], [p.get(metric, np.nan) for p in points],
+                                        lw=0.8, color=colours[method], alpha=0.35)
+                xs, ys = mean_curve(method_runs, x_key, metric)
+                seeds = f" ({len(method_runs)} seeds)" if len(method_runs) > 1 else ""
+                axes[row, col].plot(xs, ys, marker="o", ms=3, lw=2, color=colours[method], label=label(method) + seeds)
     for row, name in enumerate(("FactorVAE score", "DCI disentanglement")):
         axes[row, 0].set_ylabel(name)
         for col, x_name in enumerate(("training seconds (validation excluded)", "images seen")):
@@ -439,6 +501,8 @@ def machine() -> dict[str, Any]:
 
 def report(args, methods: list[str], skipped: list[str], launches: list[dict]) -> dict:
     runs = collect(args, methods)
+    if args.importance and args.dataset == PROCEDURAL:
+        add_importance(args, runs)
     summary = summarise(runs)
     grids = collect_grids(args, methods)
     settings = {k: v for k, v in vars(args).items() if k not in ("report_only",)}
@@ -449,7 +513,7 @@ def report(args, methods: list[str], skipped: list[str], launches: list[dict]) -
     held = f"a {int(np.prod(args.held_factor_sizes))}-point held grid" if procedural else "the whole dataset"
     title = (f"{name} {args.image_size}x{args.image_size}, {args.budget_minutes:g} min training per method, "
              f"{args.seeds} seed(s); metrics on {held}")
-    table = markdown_table(summary)
+    table = markdown_table(summary) + importance_table(summary)
     notes = [f"Budget {args.budget_minutes:g} min of training per method and seed; metrics (FactorVAE, DCI, MIG; "
              f"{args.metric_num_train} train / {args.metric_num_eval} eval samples) on "
              + (f"a held sub-grid {args.held_factor_sizes}" if procedural else "the whole dataset")
@@ -462,6 +526,10 @@ def report(args, methods: list[str], skipped: list[str], launches: list[dict]) -
         used = entry.get("train_seconds", {}).get("mean")
         if used is not None and used < 0.9 * 60 * args.budget_minutes:
             notes.append(f"{label(method)} trained {used:.0f} s of the {60 * args.budget_minutes:.0f} s budget.")
+    for method in args.import_methods:
+        machine_then = next((r["imported_from"]["machine"] for r in runs if r["method"] == method), None) or {}
+        notes.append(f"{label(method)}: imported from {os.path.basename(args.import_results)} (not trained in this "
+                     f"comparison; machine {machine_then.get('processor', '?')}, torch {machine_then.get('torch', '?')}).")
     notes += [f"Skipped: {s}" for s in skipped]
     failed = [f"{x['method']} seed {x['seed']} (exit {x['exit_code']})" for x in launches if x["exit_code"] != 0]
     notes += [f"Failed: {', '.join(failed)} — see runs/METHOD/seedS.log"] if failed else []

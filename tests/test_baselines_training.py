@@ -117,6 +117,32 @@ def test_summary_table_and_plot(tmp_path):
     assert Image.open(path).size[0] > 500
 
 
+def test_mean_curve_importance_table_and_imported_runs(tmp_path):
+    runs = [{"method": "encdiff", "seed": s, "curve": [{"train_seconds": 10.0 + s, "factor_vae": 0.2 + s / 10},
+                                                        {"train_seconds": 20.0 + s, "factor_vae": 0.4 + s / 10}][:2 - s]}
+            for s in (0, 1)]
+    # the mean over seeds, as far as every seed goes (seed 1 has one point)
+    assert harness.mean_curve(runs, "train_seconds", "factor_vae") == (pytest.approx([10.5]), pytest.approx([0.25]))
+    for run, acc in zip(runs, (0.5, 0.7)):
+        run.update(final=run["curve"][-1], importance={"factor_names": ["a", "b"], "accuracy": [acc, 1.0],
+                                                       "completeness": [0.2, 0.4]})
+    summary = harness.summarise(runs)
+    assert summary["encdiff"]["importance"]["accuracy"] == pytest.approx([0.6, 1.0])
+    assert harness.importance_table(summary).splitlines()[-1] == "| EncDiff | 0.60 / 0.20 | 1.00 / 0.40 |"
+    earlier = tmp_path / "results.json"
+    final = {"train_seconds": 1800.0, "factor_vae": 0.5}
+    earlier.write_text(json.dumps({"machine": {"processor": "x86_64", "torch": "2.13.0+cpu"}, "runs": [
+        {"method": "beta_vae", "seed": 0, "run_dir": "runs/beta_vae/seed0", "curve": [final], "final": final},
+        {"method": "factor_vae", "seed": 0, "run_dir": "runs/factor_vae/seed0", "curve": [final], "final": final}]}))
+    args = harness.parse_args(["--methods", "factor_vae", "--seeds", "1", "--output_dir", str(tmp_path / "out"),
+                               "--import_results", str(earlier), "--import_methods", "beta_vae"])
+    collected = harness.collect(args, args.methods)
+    assert [(r["method"], r["final"]) for r in collected] == [("factor_vae", None), ("beta_vae", final)]
+    assert harness.summarise(collected)["beta_vae"]["imported"] is True
+    with pytest.raises(SystemExit):  # a method both imported and trained
+        harness.parse_args(["--methods", "beta_vae", "--import_results", str(earlier), "--import_methods", "beta_vae"])
+
+
 def test_ablations_missing_from_train_encdiff_are_skipped(monkeypatch):
     monkeypatch.setattr(harness, "encdiff_flags", lambda: {"--config", "--beta_schedule", "--preset"})
     args = harness.parse_args(["--methods", "encdiff,beta_vae", "--ablations", "all"])
