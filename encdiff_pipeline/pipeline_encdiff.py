@@ -577,6 +577,9 @@ class EncDiffPipeline(DiffusionPipeline):
 
         Weight files are checked before loading (a missing or truncated safetensors file raises an
         error naming it); without `torch_dtype` the components keep the dtype they were saved in.
+        Loading is strict: a component of the wrong class for its slot, or a weights file with
+        missing, unexpected or non-finite tensors, raises an error naming the file and the tensors;
+        `strict=False` loads such a folder with warnings (missing weights freshly initialised).
 
         Example:
             >>> pipe = EncDiffPipeline.from_pretrained("user/encdiff-shapes3d", torch_dtype=torch.bfloat16)
