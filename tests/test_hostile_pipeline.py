@@ -57,3 +57,11 @@ def test_traverse_and_attention_absurd_counts(pipe):
         pipe.traverse(tiny_images(1), 0, num_values=10**9, num_inference_steps=2)
     with pytest.raises(ValueError, match="non-empty list"):
         pipe.attention_maps(tiny_images(1), timestep=[])
+
+
+def test_evaluate_cli_user_errors_are_one_line(tmp_path):
+    from encdiff_pipeline.evaluation import cli
+
+    with pytest.raises(SystemExit, match=r"^error: .*model_index.json is missing") as info:
+        cli([str(tmp_path), "--out", str(tmp_path / "r.json")])
+    assert "\n" not in str(info.value)
