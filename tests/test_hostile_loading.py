@@ -140,3 +140,18 @@ def test_save_onto_a_file_is_named(tmp_path):
     with pytest.raises(NotADirectoryError, match="existing file"):
         make_tiny_pipeline().save_pretrained(target)
     assert target.read_text() == "keep me"
+
+
+def test_torch_dtype_as_a_string(saved):
+    assert EncDiffPipeline.from_pretrained(saved, torch_dtype="float16").unet.dtype == torch.float16
+    with pytest.raises(ValueError, match="'float17' is not a torch dtype"):
+        EncDiffPipeline.from_pretrained(saved, torch_dtype="float17")
+
+
+def test_save_removes_stale_weight_files_of_an_earlier_save(copy):
+    folder = copy()
+    stale = folder / "unet" / "diffusion_pytorch_model.safetensors.index.json"
+    stale.write_text('{"weight_map": {}}')  # an earlier sharded save's index would shadow the new weights
+    make_tiny_pipeline(seed=4).save_pretrained(folder)
+    assert not stale.exists()
+    EncDiffPipeline.from_pretrained(folder)
