@@ -239,9 +239,8 @@ def lock_run_folder(accelerator, output_dir: str) -> RunLock | None:
 
 def is_divergence(error: BaseException) -> bool:
     """Whether an error is the symptom of diverged weights (NaN / inf loss, concepts or images)."""
-    text = str(error).lower()
-    return isinstance(error, FloatingPointError) or (
-        isinstance(error, ValueError) and ("nan" in text or "infinite" in text))
+    text = str(error).lower()  # the encoder's and the pipeline's checks: "... contain NaN or infinite values"
+    return isinstance(error, FloatingPointError) or (isinstance(error, ValueError) and "contain nan or infinite" in text)
 
 
 def run_training(main, args):
