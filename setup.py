@@ -36,7 +36,7 @@ setup(
     },
     entry_points={
         "console_scripts": [
-            "encdiff-evaluate=encdiff_pipeline.evaluation:main",
+            "encdiff-evaluate=encdiff_pipeline.evaluation:cli",
             "encdiff-sample-sheet=encdiff_pipeline.data.sample_sheet:main",
         ]
     },

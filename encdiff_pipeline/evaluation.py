@@ -383,5 +383,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return 0
 
 
+def cli(argv: Optional[Sequence[str]] = None) -> int:
+    """The `encdiff-evaluate` command: `main`, with user errors (a folder that is not a pipeline, a bad
+    dataset option, metric or path) ending in one line `error: ...` instead of a traceback."""
+    try:
+        return main(argv)
+    except (ValueError, TypeError, KeyError, OSError) as error:
+        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise SystemExit(f"error: {message}") from None
+
+
 if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(main())
+    raise SystemExit(cli())

@@ -195,19 +195,33 @@ def write_remote_code(pipe: DiffusionPipeline, folder: str | os.PathLike) -> Non
 
 
 # ---------------------------------------------------------------------------- saving
+def _merge_component(staging_dir: Path, destination: Path) -> None:
+    """Move a freshly written component folder's files into an existing one, file by file (atomic
+    renames). Stale weight files of an earlier save (e.g. old shards) are removed; anything else
+    the user keeps there (notes, logs, their own files) is left alone."""
+    written = {entry.name for entry in staging_dir.iterdir()}
+    for old in destination.iterdir():
+        if old.is_file() and old.name not in written and old.name.startswith(WEIGHTS_NAME):
+            old.unlink()
+    for entry in staging_dir.iterdir():
+        target = destination / entry.name
+        if entry.is_dir() and target.is_dir():
+            _merge_component(entry, target)
+        else:
+            os.replace(entry, target)
+
+
 def _move_into_place(staging: Path, target: Path) -> None:
-    """Move a fully written folder's entries into `target` (files by atomic rename, folders by
-    rename-aside-then-rename), `model_index.json` last; other files already in `target` are kept."""
+    """Move a fully written folder's entries into `target` (files by atomic rename, component
+    folders merged file by file), `model_index.json` last. Files this function did not write
+    (anything the user keeps in `target` or in its component folders) are kept."""
     if not target.exists():
         os.replace(staging, target)
         return
     for entry in sorted(staging.iterdir(), key=lambda p: p.name == MODEL_INDEX):
         destination = target / entry.name
-        if entry.is_dir() and destination.exists():
-            aside = target.parent / f".{target.name}.old-{entry.name}-{uuid.uuid4().hex[:8]}"
-            os.replace(destination, aside)
-            os.replace(entry, destination)
-            shutil.rmtree(aside, ignore_errors=True)
+        if entry.is_dir() and destination.is_dir():
+            _merge_component(entry, destination)
         else:
             os.replace(entry, destination)
 
@@ -235,6 +249,8 @@ def save_pipeline(
                         f"which takes {card_arguments}.")
 
     target = Path(save_directory).resolve()
+    if target.exists() and not target.is_dir():
+        raise NotADirectoryError(f"Cannot save a pipeline to {target}: it is an existing file, not a folder.")
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
@@ -248,10 +264,11 @@ def save_pipeline(
 
 
 # ---------------------------------------------------------------------------- loading
-def check_safetensors_file(path: str | os.PathLike) -> torch.dtype | None:
-    """Check that a safetensors file exists and is complete; return its (most common) float dtype.
+def read_safetensors_header(path: str | os.PathLike) -> dict[str, Any]:
+    """The tensor entries (name -> dtype, shape, data_offsets) of a complete safetensors file.
 
-    Raises `FileNotFoundError` / `OSError` naming the file if it is missing, truncated or corrupt.
+    Raises `FileNotFoundError` / `OSError` naming the file if it is missing, truncated or corrupt
+    (including a header that is not a JSON object of tensor entries).
     """
     path = Path(path)
     if not path.is_file():
@@ -266,12 +283,53 @@ def check_safetensors_file(path: str | os.PathLike) -> torch.dtype | None:
             header = json.loads(handle.read(header_size))
         except ValueError as error:
             raise OSError(f"Weights file {path} is corrupt: its safetensors header is not valid JSON.") from error
+    if not isinstance(header, dict):
+        raise OSError(f"Weights file {path} is corrupt: its safetensors header is a JSON {type(header).__name__}, "
+                      "expected an object of tensor entries.")
     tensors = {key: value for key, value in header.items() if key != "__metadata__"}
+    bad = sorted(
+        key for key, value in tensors.items()
+        if not (isinstance(value, dict) and isinstance(value.get("dtype"), str)
+                and isinstance(value.get("data_offsets"), list) and len(value["data_offsets"]) == 2
+                and all(isinstance(v, int) for v in value["data_offsets"]))
+    )
+    if bad:
+        raise OSError(f"Weights file {path} is corrupt: header entries {bad[:5]} lack a dtype or data_offsets.")
     expected = 8 + header_size + max((value["data_offsets"][1] for value in tensors.values()), default=0)
     if size != expected:
         raise OSError(f"Weights file {path} is truncated or corrupt: expected {expected} bytes, found {size}.")
+    return tensors
+
+
+def check_safetensors_file(path: str | os.PathLike) -> torch.dtype | None:
+    """Check that a safetensors file exists and is complete; return its (most common) float dtype.
+
+    Raises `FileNotFoundError` / `OSError` naming the file if it is missing, truncated or corrupt.
+    """
+    tensors = read_safetensors_header(path)
     dtypes = Counter(_SAFETENSORS_DTYPES[v["dtype"]] for v in tensors.values() if v["dtype"] in _SAFETENSORS_DTYPES)
     return dtypes.most_common(1)[0][0] if dtypes else None
+
+
+def read_model_index(folder: str | os.PathLike) -> dict[str, Any]:
+    """`model_index.json` of a pipeline folder as a dict; errors name the file and what is wrong."""
+    index_path = Path(folder) / MODEL_INDEX
+    if not index_path.is_file():
+        raise FileNotFoundError(f"{index_path} is missing: {folder} is not a saved pipeline folder.")
+    try:
+        index = json.loads(index_path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as error:
+        raise ValueError(f"{index_path} is not valid JSON ({error}).") from error
+    if not isinstance(index, dict):
+        raise ValueError(f"{index_path} holds a JSON {type(index).__name__}; expected an object "
+                         '({"encoder": [library, class], "unet": [...], ...}).')
+    for name in COMPONENT_NAMES:
+        entry = index.get(name)
+        if name in index and not (
+            isinstance(entry, list) and len(entry) == 2 and all(e is None or isinstance(e, str) for e in entry)
+        ):
+            raise ValueError(f"{index_path}: component {name!r} must be [library, class name], got {entry!r}.")
+    return index
 
 
 def check_pipeline_folder(folder: str | os.PathLike, variant: str | None = None) -> dict[str, torch.dtype | None]:
@@ -282,9 +340,7 @@ def check_pipeline_folder(folder: str | os.PathLike, variant: str | None = None)
     """
     folder = Path(folder)
     index_path = folder / MODEL_INDEX
-    if not index_path.is_file():
-        raise FileNotFoundError(f"{index_path} is missing: {folder} is not a saved pipeline folder.")
-    index = json.loads(index_path.read_text(encoding="utf-8"))
+    index = read_model_index(folder)
     dtypes: dict[str, torch.dtype | None] = {}
     for name, entry in index.items():
         if name.startswith("_") or not isinstance(entry, list) or entry[0] is None:
@@ -295,15 +351,22 @@ def check_pipeline_folder(folder: str | os.PathLike, variant: str | None = None)
         config = component / "config.json"
         if not config.is_file():
             raise FileNotFoundError(f"{config} is missing (component {name!r} listed in {index_path}).")
-        weights = f"{WEIGHTS_NAME}.{variant}.safetensors" if variant else f"{WEIGHTS_NAME}.safetensors"
-        shard_index = component / f"{weights}.index.json"
-        if shard_index.is_file():
-            shards = sorted(set(json.loads(shard_index.read_text(encoding="utf-8"))["weight_map"].values()))
-        else:
-            shards = [weights]
-        for shard in shards:
-            dtypes[name] = check_safetensors_file(component / shard)
+        for shard in component_weight_files(component, variant):
+            dtypes[name] = check_safetensors_file(shard)
     return dtypes
+
+
+def component_weight_files(component: Path, variant: str | None = None) -> list[Path]:
+    """The safetensors file(s) of a saved model component folder (the shards of a sharded save)."""
+    weights = f"{WEIGHTS_NAME}.{variant}.safetensors" if variant else f"{WEIGHTS_NAME}.safetensors"
+    shard_index = component / f"{weights}.index.json"
+    if not shard_index.is_file():
+        return [component / weights]
+    try:
+        weight_map = json.loads(shard_index.read_text(encoding="utf-8"))["weight_map"]
+        return [component / shard for shard in sorted(set(weight_map.values()))]
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
+        raise ValueError(f"{shard_index} is not a valid shard index (a JSON object with a 'weight_map').") from error
 
 
 def resolve_pretrained_folder(pretrained_model_name_or_path: str | os.PathLike, **download_kwargs: Any) -> Path:
@@ -323,23 +386,112 @@ def resolve_pretrained_folder(pretrained_model_name_or_path: str | os.PathLike, 
 
 
 def _component_class(library: str, class_name: str) -> type:
-    if library in LOADABLE_CLASSES:
+    if library in ("diffusers", PACKAGE):
         cls = getattr(importlib.import_module(library), class_name, None)
-        if cls is None:
+        if inspect.isclass(cls):
+            return cls
+        if library == "diffusers":
             raise ValueError(f"{library} has no class {class_name} (named in {MODEL_INDEX}).")
-        return cls
+    if library in LOADABLE_CLASSES and library != "diffusers":
+        # transformers / onnxruntime classes could reach remote-code prompts: never loaded here
+        raise ValueError(f"{MODEL_INDEX} names {library}.{class_name}; EncDiff components come from diffusers or "
+                         f"{PACKAGE} only.")
     return _package_class(class_name)  # our own components, whatever module path was recorded
+
+
+def _slot_classes() -> dict[str, tuple[type, ...]]:
+    """What each component slot of an EncDiff pipeline must hold."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel, VQModel
+
+    from .models import ConceptEncoderModel
+
+    return {
+        "encoder": (ConceptEncoderModel,),
+        "unet": (UNet2DConditionModel,),
+        "scheduler": (SchedulerMixin,),
+        "vae": (VQModel, AutoencoderKL),
+    }
+
+
+def _check_slot(name: str, component_cls: type, folder: Path, strict: bool) -> None:
+    expected = _slot_classes().get(name)
+    if expected and not issubclass(component_cls, expected):
+        message = (f"{folder / MODEL_INDEX}: component {name!r} is a {component_cls.__name__}, expected "
+                   f"{' or '.join(c.__name__ for c in expected)}.")
+        if strict:
+            raise ValueError(message + " Pass strict=False to load it anyway.")
+        warnings.warn(message)
+
+
+def _names(keys: Any, limit: int = 8) -> str:
+    keys = sorted(keys)
+    return ", ".join(keys[:limit]) + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
+
+
+def _load_model_component(
+    component_cls: type, component: Path, strict: bool, torch_dtype: torch.dtype | None, variant: str | None
+) -> Any:
+    """Load one model component and check that its weight file(s) held exactly the model's tensors,
+    all finite. `strict=False` turns these checks into warnings (missing weights are then freshly
+    initialised, never left empty)."""
+    files = component_weight_files(component, variant)
+    where = files[0] if len(files) == 1 else component
+    model, info = component_cls.from_pretrained(
+        component, torch_dtype=torch_dtype, use_safetensors=True, variant=variant, output_loading_info=True
+    )
+    problems = []
+    if info.get("missing_keys"):
+        problems.append(f"missing tensors {_names(info['missing_keys'])}")
+    if info.get("unexpected_keys"):
+        problems.append(f"unexpected tensors {_names(info['unexpected_keys'])}")
+    if info.get("mismatched_keys"):
+        problems.append(f"tensors of the wrong shape {_names(k[0] for k in info['mismatched_keys'])}")
+    if info.get("error_msgs"):
+        problems.append("; ".join(map(str, info["error_msgs"]))[:500])
+    if problems:
+        message = f"Weights file {where} does not fit {component_cls.__name__}: " + "; ".join(problems) + "."
+        if strict:
+            raise ValueError(message + " Pass strict=False to load it anyway (missing weights freshly initialised).")
+        warnings.warn(message)
+        if info.get("missing_keys"):  # the loaded model holds uninitialised memory there: start from a fresh init
+            from safetensors.torch import load_file
+
+            fresh = component_cls.from_config(model.config)
+            state = {}
+            for file in files:
+                state.update(load_file(str(file)))
+            own = fresh.state_dict()
+            fresh.load_state_dict({k: v for k, v in state.items() if k in own and own[k].shape == v.shape}, strict=False)
+            model = fresh.to(torch_dtype) if torch_dtype is not None else fresh
+            model.eval()
+    non_finite = [
+        key for key, tensor in model.state_dict().items()
+        if tensor.is_floating_point() and tensor.device.type != "meta" and not torch.isfinite(tensor).all()
+    ]
+    if non_finite:
+        message = f"Weights file {where} holds NaN or infinite values in {_names(non_finite)}."
+        if strict:
+            raise ValueError(message + " Pass strict=False to load it anyway.")
+        warnings.warn(message)
+    return model
 
 
 def load_pipeline(cls: type, pretrained_model_name_or_path: str | os.PathLike, **kwargs: Any) -> DiffusionPipeline:
     """`EncDiffPipeline.from_pretrained` with the installed package's classes (no remote code run).
 
     Keyword arguments: `torch_dtype` (or `dtype`), `variant`, components to use instead of the
-    saved ones (`encoder=...`), and `cache_dir`, `revision`, `token`, `local_files_only`,
-    `force_download` for Hub downloads.
+    saved ones (`encoder=...`), `strict` (default True: a component of the wrong class for its
+    slot, a weights file with missing, unexpected or non-finite tensors is an error naming the file
+    and the tensors; `strict=False` loads with warnings), and `cache_dir`, `revision`, `token`,
+    `local_files_only`, `force_download` for Hub downloads.
     """
     torch_dtype = kwargs.pop("torch_dtype", None)
     torch_dtype = kwargs.pop("dtype", None) or torch_dtype
+    strict = kwargs.pop("strict", True)
+    if isinstance(torch_dtype, str):
+        if not isinstance(getattr(torch, torch_dtype.removeprefix("torch."), None), torch.dtype):
+            raise ValueError(f"torch_dtype {torch_dtype!r} is not a torch dtype (e.g. torch.float16 or 'float16').")
+        torch_dtype = getattr(torch, torch_dtype.removeprefix("torch."))
     variant = kwargs.pop("variant", None)
     download_keys = ("cache_dir", "revision", "token", "local_files_only", "force_download")
     download_kwargs = {key: kwargs.pop(key) for key in download_keys if key in kwargs}
@@ -349,7 +501,7 @@ def load_pipeline(cls: type, pretrained_model_name_or_path: str | os.PathLike, *
 
     folder = resolve_pretrained_folder(pretrained_model_name_or_path, **download_kwargs)
     saved_dtypes = check_pipeline_folder(folder, variant=variant)
-    index = json.loads((folder / MODEL_INDEX).read_text(encoding="utf-8"))
+    index = read_model_index(folder)
     init_kwargs: dict[str, Any] = {}
     for name in inspect.signature(cls.__init__).parameters:
         if name == "self":
@@ -362,17 +514,18 @@ def load_pipeline(cls: type, pretrained_model_name_or_path: str | os.PathLike, *
                 init_kwargs[name] = None
                 continue
             component_cls = _component_class(library, class_name)
+            _check_slot(name, component_cls, folder, strict)
             if issubclass(component_cls, SchedulerMixin):
                 init_kwargs[name] = component_cls.from_pretrained(folder / name)
             else:
-                init_kwargs[name] = component_cls.from_pretrained(
-                    folder / name,
-                    torch_dtype=torch_dtype or saved_dtypes.get(name),
-                    use_safetensors=True,
-                    variant=variant,
+                init_kwargs[name] = _load_model_component(
+                    component_cls, folder / name, strict, torch_dtype or saved_dtypes.get(name), variant
                 )
         elif name in index:
             init_kwargs[name] = index[name]
+    missing = [n for n in ("encoder", "unet") if n not in init_kwargs]
+    if missing:
+        raise ValueError(f"{folder / MODEL_INDEX} lists no {' or '.join(missing)}: not an EncDiff pipeline folder.")
     pipe = cls(**init_kwargs)
     pipe.register_to_config(_name_or_path=str(pretrained_model_name_or_path))
     return pipe

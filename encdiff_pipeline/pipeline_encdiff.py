@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import numbers
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Iterator, Sequence, Union
@@ -205,9 +206,16 @@ class EncDiffPipeline(DiffusionPipeline):
         if isinstance(images, (list, tuple)):
             if len(images) == 0:
                 raise ValueError(f"images is an empty list; expected {expected}.")
-            tensor = torch.cat([self._image_to_tensor(image, expected) for image in images])
+            parts = [self._image_to_tensor(image, expected) for image in images]
+            shapes = sorted({tuple(part.shape[1:]) for part in parts})
+            if len(shapes) > 1:
+                sizes = ", ".join(f"{c} channel(s) {h}x{w}" for c, h, w in shapes)
+                raise ValueError(f"Expected {expected}; the list mixes images of {sizes}.")
+            tensor = torch.cat(parts)
         else:
             tensor = self._image_to_tensor(images, expected)
+        if tensor.shape[0] == 0:
+            raise ValueError(f"images is an empty batch; expected at least one of {expected}.")
         if tuple(tensor.shape[1:]) != (channels, size, size):
             raise ValueError(
                 f"Expected {expected} (tensor shape (B, {channels}, {size}, {size})), got images of "
@@ -226,6 +234,8 @@ class EncDiffPipeline(DiffusionPipeline):
         if isinstance(image, np.ndarray):
             if image.ndim not in (3, 4):
                 raise ValueError(f"Expected {expected} as a numpy (H, W, C) or (B, H, W, C) array, got shape {image.shape}.")
+            if image.size == 0:
+                raise ValueError(f"images is an empty array of shape {image.shape}; expected {expected}.")
             if image.dtype == np.uint8:
                 array = image.astype(np.float32) / 255.0
             elif np.issubdtype(image.dtype, np.floating):
@@ -246,6 +256,8 @@ class EncDiffPipeline(DiffusionPipeline):
                 raise ValueError(f"Expected {expected} as a torch (C, H, W) or (B, C, H, W) tensor, got shape {tuple(image.shape)}.")
             if not image.is_floating_point():
                 raise ValueError(f"torch images must be a float tensor in [-1, 1], got dtype {image.dtype}.")
+            if image.numel() == 0:
+                raise ValueError(f"images is an empty tensor of shape {tuple(image.shape)}; expected {expected}.")
             tensor = image.detach().float()
             if not torch.isfinite(tensor).all():
                 raise ValueError("images contain NaN or infinite values.")
@@ -267,16 +279,24 @@ class EncDiffPipeline(DiffusionPipeline):
             raise ValueError(f"concepts must have shape {expected} (N={n} concepts), got {tuple(tensor.shape)}.")
         if not tensor.is_floating_point():
             tensor = tensor.float()
+        if tensor.shape[0] == 0:
+            raise ValueError(f"concepts is an empty batch; expected shape {expected} with B >= 1.")
         if not torch.isfinite(tensor).all():
             raise ValueError("concepts contain NaN or infinite values.")
         return tensor.to(device=self._execution_device, dtype=self.encoder.dtype)
 
-    def check_inputs(self, images, concepts, num_inference_steps: int, output_type: str) -> None:
+    def check_inputs(self, images, concepts, num_inference_steps: int, output_type: str, eta: float = 0.0) -> None:
         """Check the arguments of `__call__` (images/concepts themselves are checked when prepared)."""
         if (images is None) == (concepts is None):
             raise ValueError("Pass exactly one of `images` or `concepts`.")
-        if not isinstance(num_inference_steps, int) or num_inference_steps < 1:
+        if (
+            not isinstance(num_inference_steps, numbers.Integral)
+            or isinstance(num_inference_steps, bool)
+            or num_inference_steps < 1
+        ):
             raise ValueError(f"num_inference_steps must be a positive int, got {num_inference_steps!r}.")
+        if not isinstance(eta, numbers.Real) or not np.isfinite(eta) or eta < 0:
+            raise ValueError(f"eta must be a finite number >= 0 (0 = deterministic DDIM, 1 = DDPM-like), got {eta!r}.")
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}.")
 
@@ -334,6 +354,12 @@ class EncDiffPipeline(DiffusionPipeline):
         """Run the reverse process conditioned on `tokens` (B, N, d) from `noise` (default: drawn
         from `generator`); returns pixels in [-1, 1]. Latents stay float32; the U-Net runs in its dtype."""
         device = self._execution_device
+        num_inference_steps = int(num_inference_steps)
+        if isinstance(generator, (list, tuple)) and len(generator) not in (1, tokens.shape[0]):
+            raise ValueError(
+                f"generator is a list of {len(generator)} generators for a batch of {tokens.shape[0]} images; "
+                "pass one generator or one per image."
+            )
         if noise is None:
             noise = randn_tensor(self._noise_shape(tokens.shape[0]), generator=generator, device=device, dtype=torch.float32)
         latents = noise.to(device=device, dtype=torch.float32) * self.scheduler.init_noise_sigma
@@ -345,7 +371,15 @@ class EncDiffPipeline(DiffusionPipeline):
                 model_input = self.scheduler.scale_model_input(latents, t).to(self.unet.dtype)
                 noise_pred = self.unet(model_input, t, **self._conditioning(tokens)).sample.float()
                 latents = self.scheduler.step(noise_pred, t, latents, **step_kwargs).prev_sample
-            return self._decode(latents)
+            pixels = self._decode(latents)
+        if not torch.isfinite(pixels).all():
+            span = tokens.float().abs().max().item()
+            raise FloatingPointError(
+                "The generated images contain NaN or infinite values (concept tokens up to "
+                f"{span:.3g} in magnitude, eta={eta}): the concepts are far outside what the model was trained on, "
+                "or its weights are broken."
+            )
+        return pixels
 
     @torch.no_grad()
     def __call__(
@@ -372,7 +406,7 @@ class EncDiffPipeline(DiffusionPipeline):
         Example:
             >>> recon = pipe(images=images, num_inference_steps=50, generator=torch.manual_seed(0)).images
         """
-        self.check_inputs(images, concepts, num_inference_steps, output_type)
+        self.check_inputs(images, concepts, num_inference_steps, output_type, eta)
         if images is not None:
             concepts = self.encode(images)
         concepts = self.prepare_concepts(concepts)
@@ -412,11 +446,15 @@ class EncDiffPipeline(DiffusionPipeline):
             >>> out = pipe.swap(images, concept_indices=[0, 1], generator=torch.manual_seed(0))
             >>> out.images[1][4]   # image 4 with concept 1 taken from image 0
         """
-        self.check_inputs(images, None, num_inference_steps, output_type)
+        self.check_inputs(images, None, num_inference_steps, output_type, eta)
         concepts = self.encode(images)
         batch = concepts.shape[0]
         if not -batch <= source < batch:
             raise ValueError(f"source must index the batch of {batch} images, got {source}.")
+        if concept_indices is not None and any(
+            isinstance(i, bool) or not isinstance(i, numbers.Integral) for i in concept_indices
+        ):
+            raise ValueError(f"concept_indices must be integers, got {list(concept_indices)}.")
         indices = list(range(self.num_concepts)) if concept_indices is None else [int(i) for i in concept_indices]
         bad = [i for i in indices if not 0 <= i < self.num_concepts]
         if bad or not indices:
@@ -468,7 +506,7 @@ class EncDiffPipeline(DiffusionPipeline):
         Example:
             >>> row = pipe.traverse(image, concept_index=3, value_range=(-1.5, 1.5), num_values=8).images
         """
-        self.check_inputs(image, None, num_inference_steps, output_type)
+        self.check_inputs(image, None, num_inference_steps, output_type, eta)
         if self.encoder.config.token_type != "scalar":
             raise ValueError("traverse sweeps a scalar concept; this encoder has vector tokens.")
         concepts = self.encode(image)
@@ -480,6 +518,8 @@ class EncDiffPipeline(DiffusionPipeline):
             if value_range is None:
                 current = concepts[0, concept_index].item()
                 value_range = (current - 2.0, current + 2.0)
+            if not isinstance(num_values, numbers.Integral) or num_values < 1 or num_values > 4096:
+                raise ValueError(f"num_values must be an int in [1, 4096], got {num_values!r}.")
             values = torch.linspace(float(value_range[0]), float(value_range[1]), int(num_values))
         values = torch.as_tensor(values, dtype=torch.float32).flatten()
         if values.numel() == 0 or not torch.isfinite(values).all():
@@ -526,6 +566,8 @@ class EncDiffPipeline(DiffusionPipeline):
         x0 = self._latents_from_images(pixels)
         num_train = self.scheduler.config.num_train_timesteps
         timesteps = [num_train // 2] if timestep is None else [int(t) for t in np.atleast_1d(timestep)]
+        if not timesteps:
+            raise ValueError("timestep must be an int or a non-empty list of ints.")
         if any(not 0 <= t < num_train for t in timesteps):
             raise ValueError(f"timestep must be in [0, {num_train}), got {timesteps}.")
         size = (self.encoder.config.sample_size, self.encoder.config.sample_size)
@@ -577,6 +619,9 @@ class EncDiffPipeline(DiffusionPipeline):
 
         Weight files are checked before loading (a missing or truncated safetensors file raises an
         error naming it); without `torch_dtype` the components keep the dtype they were saved in.
+        Loading is strict: a component of the wrong class for its slot, or a weights file with
+        missing, unexpected or non-finite tensors, raises an error naming the file and the tensors;
+        `strict=False` loads such a folder with warnings (missing weights freshly initialised).
 
         Example:
             >>> pipe = EncDiffPipeline.from_pretrained("user/encdiff-shapes3d", torch_dtype=torch.bfloat16)

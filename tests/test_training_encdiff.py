@@ -252,6 +252,7 @@ def test_push_to_hub_uploads_pipeline_then_the_run_card(full_run, monkeypatch):
 
     from encdiff_pipeline.pipeline_encdiff import EncDiffPipeline
 
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)  # the uploads below are mocked
     calls = []
     monkeypatch.setattr(EncDiffPipeline, "push_to_hub", lambda self, repo_id, **kw: calls.append(("pipeline", repo_id, kw)) or f"user/{repo_id}")
     monkeypatch.setattr(huggingface_hub, "upload_file", lambda **kw: calls.append(("file", kw["repo_id"], kw["path_in_repo"])))

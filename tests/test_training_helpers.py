@@ -59,17 +59,30 @@ def test_step_generator_is_keyed_by_seed_step_and_process():
         assert not torch.allclose(draw(0, 3, 0), draw(*other))
 
 
+def _fake_checkpoint(path):
+    """A checkpoint folder that passes the intact check: a readable torch-style zip archive."""
+    import zipfile
+
+    os.makedirs(path)
+    with zipfile.ZipFile(os.path.join(path, "optimizer.bin"), "w") as archive:
+        archive.writestr("archive/data.pkl", b"state")
+
+
 def test_run_folder_rules(tmp_path):
     run = str(tmp_path / "run")
     settings = {"seed": 1, "dataset": "procedural-shapes3d"}
     assert check_run_folder(run, None, settings, ["seed"], "args.json") is None  # fresh, missing folder
     write_run_settings(run, settings, "args.json")
-    with pytest.raises(SystemExit, match="already holds another run"):
-        check_run_folder(run, None, settings, ["seed"], "args.json")
     with pytest.raises(SystemExit, match=r"nothing to resume .*checkpoints found: none"):
         check_run_folder(run, "latest", settings, ["seed"], "args.json")
-    for name in ("checkpoint-10", "checkpoint-2", "checkpoint-30.tmp"):
-        os.makedirs(os.path.join(run, name))
+    # only the settings of a start that never checkpointed: cleared, not blocking
+    assert check_run_folder(run, None, settings, ["seed"], "args.json") is None and os.listdir(run) == []
+    write_run_settings(run, settings, "args.json")
+    for name in ("checkpoint-10", "checkpoint-2"):
+        _fake_checkpoint(os.path.join(run, name))
+    os.makedirs(os.path.join(run, "checkpoint-30.tmp"))
+    with pytest.raises(SystemExit, match="already holds another run"):
+        check_run_folder(run, None, settings, ["seed"], "args.json")
     assert [os.path.basename(c) for c in list_checkpoints(run)] == ["checkpoint-2", "checkpoint-10"]
     assert check_run_folder(run, "latest", settings, ["seed"], "args.json") == latest_checkpoint(run)
     assert latest_checkpoint(run).endswith("checkpoint-10")  # numeric order; the .tmp leftover is ignored

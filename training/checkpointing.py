@@ -3,7 +3,15 @@
 `save_checkpoint` lets every process write into `checkpoint-N.tmp` with `accelerator.save_state`,
 then the main process renames it to `checkpoint-N` (an atomic `os.replace`) and only then deletes
 the oldest checkpoints beyond the total limit. A save killed half-way leaves a `.tmp` folder that
-is never loaded (and is cleared by the next save) and the previous checkpoint intact.
+is never loaded (and is cleared by the next save) and the previous checkpoint intact. A save that
+fails (a full disk) removes its `.tmp` folder and stops the run with a message naming the intact
+previous checkpoint; a save whose models hold NaN / infinite weights (a diverged run) is refused.
+
+`--resume_from_checkpoint latest` resumes from the newest *intact* checkpoint (`checkpoint_problem`:
+complete safetensors, readable `optimizer.bin` / `scheduler.bin`, the same entries as its siblings),
+skipping damaged newer ones with a warning. A folder holding only what a start that stopped before
+its first checkpoint leaves (its settings file, `logs/`, `validation/`, `.tmp` folders, the lock) does
+not block a new start: those leftovers are cleared with a warning.
 
 Example:
     >>> save_checkpoint(accelerator, "runs/x", step=500, total_limit=3)
@@ -17,8 +25,79 @@ import json
 import os
 import re
 import shutil
+import sys
+import zipfile
 
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+LOCK_NAME = ".lock"
+# what a start that stopped before its first checkpoint can leave in its run folder (besides its args file)
+_START_LEFTOVERS = {"logs", "validation", LOCK_NAME}
+_OPTIONAL_ENTRIES = re.compile(r"^random_states_\d+\.pkl$")  # accelerate skips RNG states it cannot load
+
+
+def _warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
+def checkpoint_problem(path: str, siblings: list[str] | tuple = ()) -> str | None:
+    """Why the checkpoint folder `path` cannot be resumed from, or None if it looks intact.
+
+    Checks that it is not empty, that every model folder (a sub-folder with `config.json`) holds a
+    complete safetensors file, that every `.bin` (optimizer, scheduler: torch zip archives) is
+    readable, and that it has every entry its `siblings` (other checkpoints of the run) have.
+    """
+    from encdiff_pipeline.hub import check_safetensors_file
+
+    if not os.path.isdir(path):
+        return "it is not a folder"
+    entries = set(os.listdir(path))
+    if not entries:
+        return "it is empty"
+    expected = set()
+    for sibling in siblings:
+        if os.path.isdir(sibling) and sibling != path:
+            expected |= {e for e in os.listdir(sibling) if not _OPTIONAL_ENTRIES.match(e)}
+    missing = sorted(expected - entries)
+    if missing:
+        return f"it lacks {', '.join(m + ('/' if '.' not in m else '') for m in missing)} (which other checkpoints have)"
+    if not any(name.endswith(".bin") for name in entries):
+        return "it holds no optimizer.bin / scheduler.bin"
+    for name in sorted(entries):
+        full = os.path.join(path, name)
+        if os.path.isdir(full):
+            config = os.path.join(full, "config.json")
+            try:
+                with open(config, encoding="utf-8") as f:
+                    json.load(f)
+            except (OSError, ValueError) as error:
+                return f"{name}/config.json is missing or unreadable ({error})"
+            weights = os.path.join(full, "diffusion_pytorch_model.safetensors")
+            try:
+                check_safetensors_file(weights)
+            except (OSError, ValueError) as error:
+                return str(error)
+        elif name.endswith(".bin"):
+            try:
+                with zipfile.ZipFile(full) as archive:
+                    bad = archive.testzip()
+            except (zipfile.BadZipFile, OSError, EOFError) as error:
+                return f"{name} is truncated or corrupt ({error})"
+            if bad is not None:
+                return f"{name} is corrupt (member {bad})"
+    return None
+
+
+def intact_checkpoints(output_dir: str) -> tuple[list[str], dict[str, str]]:
+    """The run's checkpoints that look intact (oldest first) and the damaged ones with the reason."""
+    found = list_checkpoints(output_dir)
+    intact, damaged = [], {}
+    for path in found:
+        problem = checkpoint_problem(path, found)
+        if problem is None:
+            intact.append(path)
+        else:
+            damaged[path] = problem
+    return intact, damaged
 
 
 def list_checkpoints(output_dir: str) -> list[str]:
@@ -45,10 +124,20 @@ def save_checkpoint(accelerator, output_dir: str, step: int, total_limit: int | 
     """Save the accelerator state as `output_dir/checkpoint-{step}`, atomically; keep `total_limit` newest."""
     final = os.path.join(output_dir, f"checkpoint-{step}")
     tmp = final + ".tmp"
+    check_finite_weights(accelerator, output_dir, step)
     if accelerator.is_main_process and os.path.exists(tmp):
         shutil.rmtree(tmp)  # leftover of a save that was killed
     accelerator.wait_for_everyone()
-    accelerator.save_state(tmp)
+    try:
+        accelerator.save_state(tmp)
+    except Exception as error:  # a full disk: safetensors / torch raise their own error types
+        shutil.rmtree(tmp, ignore_errors=True)
+        previous = latest_checkpoint(output_dir)
+        kept = f"the previous checkpoint {previous} is intact" if previous else "no earlier checkpoint exists"
+        full = "disk full? " if "space" in str(error).lower() or getattr(error, "errno", None) == 28 else ""
+        raise SystemExit(f"error: saving checkpoint-{step} failed ({full}{type(error).__name__}: "
+                         f"{str(error).splitlines()[0] if str(error) else ''}); {kept}. Free space and continue "
+                         "with --resume_from_checkpoint latest") from None
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         stale = None
@@ -65,6 +154,112 @@ def save_checkpoint(accelerator, output_dir: str, step: int, total_limit: int | 
     return final
 
 
+def check_finite_weights(accelerator, output_dir: str, step: int) -> None:
+    """Refuse to checkpoint a diverged run: a FloatingPointError if a prepared model holds NaN / inf."""
+    import torch
+
+    for model in getattr(accelerator, "_models", []):
+        for name, parameter in model.named_parameters():
+            if not torch.isfinite(parameter.detach()).all():
+                previous = latest_checkpoint(output_dir)
+                raise FloatingPointError(
+                    f"the weights became NaN or infinite by step {step} ({name}); checkpoint-{step} was not saved"
+                    + (f" and {previous} is kept" if previous else ""))
+
+
+def load_checkpoint(accelerator, checkpoint: str) -> None:
+    """`accelerator.load_state`, with a one-line message (naming the checkpoint) when it cannot be loaded."""
+    try:
+        accelerator.load_state(checkpoint)
+    except Exception as error:
+        others = [os.path.basename(c) for c in list_checkpoints(os.path.dirname(os.path.abspath(checkpoint)))
+                  if os.path.abspath(c) != os.path.abspath(checkpoint)]
+        first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise SystemExit(f"error: cannot resume from {checkpoint} ({type(error).__name__}: {first}); other "
+                         f"checkpoints: {others or 'none'} (pass one to --resume_from_checkpoint)") from None
+
+
+class RunLock:
+    """An exclusive lock on a run folder (`<output_dir>/.lock`, `fcntl.flock`): a second training into
+    the same folder stops with a message. The kernel releases it when the process ends, however it
+    ends; a folder this lock created and that holds nothing else is removed on release."""
+
+    def __init__(self, output_dir: str):
+        self.output_dir = output_dir
+        self.created = not os.path.exists(output_dir)
+        os.makedirs(output_dir, exist_ok=True)
+        self.path = os.path.join(output_dir, LOCK_NAME)
+        self.handle = open(self.path, "a+", encoding="utf-8")
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: no lock
+            return
+        try:
+            fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self.handle.seek(0)
+            holder = self.handle.read().strip() or "another process"
+            self.handle.close()
+            raise SystemExit(f"error: another training is running in --output_dir {output_dir} ({holder} holds "
+                             f"{self.path}); wait for it to finish or choose another --output_dir") from None
+        self.handle.seek(0)
+        self.handle.truncate()
+        self.handle.write(f"pid {os.getpid()}\n")
+        self.handle.flush()
+        import atexit
+
+        atexit.register(self.release)
+        _HELD_LOCKS.append(self)
+
+    def release(self) -> None:
+        if self.handle.closed:
+            return
+        if self.created and set(os.listdir(self.output_dir)) <= {LOCK_NAME}:
+            _remove(self.path)
+            try:
+                os.rmdir(self.output_dir)
+            except OSError:
+                pass
+        self.handle.close()
+
+
+_HELD_LOCKS: list[RunLock] = []
+
+
+def release_run_locks() -> None:
+    """Release every run lock this process holds (removing folders that hold nothing but their lock)."""
+    while _HELD_LOCKS:
+        _HELD_LOCKS.pop().release()
+
+
+def lock_run_folder(accelerator, output_dir: str) -> RunLock | None:
+    """Lock `output_dir` for this run (main process only); SystemExit if another run holds it."""
+    return RunLock(output_dir) if accelerator.is_main_process else None
+
+
+def is_divergence(error: BaseException) -> bool:
+    """Whether an error is the symptom of diverged weights (NaN / inf loss, concepts or images)."""
+    text = str(error).lower()  # the encoder's and the pipeline's checks: "... contain NaN or infinite values"
+    return isinstance(error, FloatingPointError) or (isinstance(error, ValueError) and "contain nan or infinite" in text)
+
+
+def run_training(main, args):
+    """Run a training script's `main(args)`; a diverged run ends with one line naming the last good
+    checkpoint instead of a traceback (other errors propagate unchanged)."""
+    try:
+        return main(args)
+    except (FloatingPointError, ValueError) as error:
+        if not is_divergence(error):
+            raise
+        intact, _ = intact_checkpoints(args.output_dir)
+        kept = (f"the last good checkpoint is {intact[-1]}" if intact else "no checkpoint was saved")
+        lr = getattr(args, "learning_rate", None)
+        raise SystemExit(f"error: training diverged: {error}. {kept[0].upper() + kept[1:]}; lower --learning_rate"
+                         + (f" (now {lr})" if lr is not None else "") + " and start a new --output_dir") from None
+    finally:
+        release_run_locks()
+
+
 def check_run_folder(output_dir: str, resume: str | None, settings: dict, identity_keys, args_file: str,
                      saved_defaults: dict | None = None) -> str | None:
     """Refuse to mix runs in one folder; return the checkpoint to resume from (None for a fresh run).
@@ -76,26 +271,73 @@ def check_run_folder(output_dir: str, resume: str | None, settings: dict, identi
     Raises:
         SystemExit: with a message saying what is wrong and what to do.
     """
+    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+        raise SystemExit(f"error: --output_dir {output_dir} is an existing file, not a folder")
     if resume is None:
-        if os.path.isdir(output_dir) and os.listdir(output_dir):
+        entries = set(os.listdir(output_dir)) if os.path.isdir(output_dir) else set()
+        if entries and _is_failed_start(output_dir, entries, args_file):
+            leftovers = sorted(entries - {LOCK_NAME})
+            if leftovers:
+                _warn(f"{output_dir} holds only the leftovers of a start that stopped before its first checkpoint "
+                      f"({', '.join(leftovers)}); clearing them and starting afresh")
+            for name in leftovers:
+                full = os.path.join(output_dir, name)
+                shutil.rmtree(full, ignore_errors=True) if os.path.isdir(full) else _remove(full)
+        elif entries:
             raise SystemExit(f"error: --output_dir {output_dir} already holds another run (or other files); "
                              "continue it with --resume_from_checkpoint latest or choose a new --output_dir")
         return None
-    checkpoint = latest_checkpoint(output_dir) if resume == "latest" else resume
-    if checkpoint is None or not os.path.isdir(checkpoint):
-        found = [os.path.basename(c) for c in list_checkpoints(output_dir)]
-        raise SystemExit(f"error: --resume_from_checkpoint {resume}: nothing to resume in {output_dir} "
-                         f"(checkpoints found: {found or 'none'})")
+    intact, damaged = intact_checkpoints(output_dir)
+    found = [os.path.basename(c) for c in list_checkpoints(output_dir)]
+    if resume == "latest":
+        checkpoint = intact[-1] if intact else None
+        for path, problem in damaged.items():
+            if checkpoint is None or checkpoint_step(path) > checkpoint_step(checkpoint):
+                _warn(f"skipping {path}: {problem}")
+        if checkpoint is None:
+            hint = (" (the start stopped before its first checkpoint: run the command without "
+                    "--resume_from_checkpoint to start over)" if not found else "")
+            raise SystemExit(f"error: --resume_from_checkpoint {resume}: nothing to resume in {output_dir} "
+                             f"(no intact checkpoint; checkpoints found: {found or 'none'}){hint}")
+        if damaged and any(checkpoint_step(p) > checkpoint_step(checkpoint) for p in damaged):
+            _warn(f"resuming from {checkpoint}, the newest intact checkpoint")
+    else:
+        checkpoint = resume
+        if not os.path.isdir(checkpoint):
+            raise SystemExit(f"error: --resume_from_checkpoint {resume}: nothing to resume in {output_dir} "
+                             f"(checkpoints found: {found or 'none'})")
+        if checkpoint in damaged:
+            raise SystemExit(f"error: --resume_from_checkpoint {resume}: {damaged[checkpoint]}; intact checkpoints: "
+                             f"{[os.path.basename(c) for c in intact] or 'none'}")
     saved_file = os.path.join(output_dir, args_file)
     if not os.path.isfile(saved_file):
         raise SystemExit(f"error: {output_dir} has checkpoints but no {args_file}; it was not written by this script")
-    with open(saved_file, encoding="utf-8") as f:
-        saved = json.load(f)
+    try:
+        with open(saved_file, encoding="utf-8") as f:
+            saved = json.load(f)
+        if not isinstance(saved, dict):
+            raise ValueError(f"a JSON {type(saved).__name__}, not an object")
+    except (ValueError, UnicodeDecodeError) as error:
+        raise SystemExit(f"error: {saved_file} is corrupt ({error}); it records the run's settings: restore it "
+                         "(e.g. from a backup) or start a new --output_dir") from None
     saved = {**(saved_defaults or {}), **saved}  # settings added after the run was saved: their default
     changed = {k: (saved.get(k), settings.get(k)) for k in identity_keys if saved.get(k) != settings.get(k)}
     if changed:
         raise SystemExit(f"error: cannot resume {output_dir} with different settings (saved, now): {changed}")
     return checkpoint
+
+
+def _remove(path: str) -> None:
+    try:
+        os.remove(path)
+    except FileNotFoundError:
+        pass
+
+
+def _is_failed_start(output_dir: str, entries: set[str], args_file: str) -> bool:
+    """A folder holding no checkpoint, only what an aborted start of this script leaves."""
+    allowed = _START_LEFTOVERS | {args_file, args_file + ".tmp"}
+    return all(name in allowed or (name.endswith(".tmp") and name.startswith("checkpoint-")) for name in entries)
 
 
 def write_run_settings(output_dir: str, settings: dict, args_file: str) -> None:

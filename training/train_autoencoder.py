@@ -31,8 +31,10 @@ from diffusers.optimization import get_scheduler
 from tqdm.auto import tqdm
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the helper modules next to this script
+from arg_checks import check_training_args  # noqa: E402
 from batches import BatchOrder, batch_loader, step_generator  # noqa: E402
-from checkpointing import check_run_folder, checkpoint_step, save_checkpoint, write_run_settings  # noqa: E402
+from checkpointing import (check_run_folder, checkpoint_step, load_checkpoint, lock_run_folder, run_training,  # noqa: E402
+                           save_checkpoint, write_run_settings)
 from factor_data import load_dataset  # noqa: E402
 from validation import CELL, RunLog  # noqa: E402
 
@@ -77,6 +79,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("give --max_train_steps and/or --max_train_minutes")
     if args.resume_from_checkpoint not in (None, "latest"):
         args.resume_from_checkpoint = os.path.join(args.output_dir, os.path.basename(os.path.normpath(args.resume_from_checkpoint)))
+    check_training_args(p, args)  # numeric arguments and the output folder, before anything is written
     return args
 
 
@@ -118,6 +121,7 @@ def evaluate_reconstruction(model, images: torch.Tensor, path: str) -> dict[str,
 def main(args: argparse.Namespace) -> str:
     accelerator = Accelerator(mixed_precision=args.mixed_precision)
     settings = {**vars(args), "num_processes": accelerator.num_processes}
+    run_lock = lock_run_folder(accelerator, args.output_dir)  # noqa: F841 (held until main returns)
     resume_from = check_run_folder(args.output_dir, args.resume_from_checkpoint, settings, RUN_IDENTITY, ARGS_FILE)
     dataset = load_dataset(*train_dataset_spec(vars(args), args.image_size))
     channels, size = dataset[0][0].shape[:2]
@@ -142,7 +146,7 @@ def main(args: argparse.Namespace) -> str:
     model, optimizer, lr_scheduler = accelerator.prepare(model, optimizer, lr_scheduler)
     global_step = 0
     if resume_from is not None:
-        accelerator.load_state(resume_from)
+        load_checkpoint(accelerator, resume_from)
         global_step = checkpoint_step(resume_from)
 
     total_steps = args.max_train_steps or 10**9
@@ -201,4 +205,4 @@ def validate(model, held_images: torch.Tensor, output_dir: str, step: int, log: 
 
 
 if __name__ == "__main__":
-    main(parse_args())
+    run_training(main, parse_args())

@@ -32,6 +32,7 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the helper modules next to this script
+from arg_checks import check_training_args  # noqa: E402
 from factor_data import PROCEDURAL, load_datasets  # noqa: E402
 from validation import CELL, RunLog, concept_metrics  # noqa: E402
 
@@ -75,6 +76,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--beta applies to beta_vae and beta_tcvae; factor_vae takes --gamma")
     if args.gamma is not None and args.model != "factor_vae":
         p.error("--gamma applies to factor_vae only")
+    check_training_args(p, args)  # numeric arguments and the output folder, before anything is written
     return args
 
 

@@ -50,10 +50,13 @@ from tqdm.auto import tqdm
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the helper modules next to this script
 from batches import BatchOrder, batch_loader, step_generator  # noqa: E402
 from factor_data import PROCEDURAL, load_datasets  # noqa: E402
-from checkpointing import check_run_folder, checkpoint_step, save_checkpoint, write_run_settings  # noqa: E402
+from arg_checks import check_training_args  # noqa: E402
+from checkpointing import (check_run_folder, checkpoint_step, load_checkpoint, lock_run_folder, run_training,  # noqa: E402
+                           save_checkpoint, write_run_settings)
 from noise_schedules import NOISE_SCHEDULES, make_noise_scheduler  # noqa: E402
 from presets import ENCDIFF_PRESETS, load_preset  # noqa: E402
-from validation import RunLog, concept_metrics, read_log, save_decoder_images, save_validation_images  # noqa: E402
+from validation import (RunLog, check_held_images, concept_metrics, push_failure_message, read_log,  # noqa: E402
+                        save_decoder_images, save_validation_images)
 
 from encdiff_pipeline.models import UNET_PRESETS, ConceptEncoderModel, unet_from_preset  # noqa: E402
 from encdiff_pipeline.pipeline_encdiff import EncDiffPipeline  # noqa: E402
@@ -182,6 +185,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.validation_steps = args.checkpointing_steps
     if args.validation_steps is not None and args.validation_steps < 1:
         p.error(f"--validation_steps must be >= 1, got {args.validation_steps}")
+    check_training_args(p, args)  # every numeric argument and the output folder, before anything is written
     args.preset_spec = preset
     return args
 
@@ -300,10 +304,12 @@ def main(args: argparse.Namespace) -> str:
     # ---- everything that can be wrong with the arguments is checked before training starts ----
     settings = {**{k: v for k, v in vars(args).items() if k != "preset_spec"}, "num_processes": accelerator.num_processes,
                 "preset_spec": args.preset_spec}
+    run_lock = lock_run_folder(accelerator, args.output_dir)  # noqa: F841 (held until main returns)
     resume_from = check_run_folder(args.output_dir, args.resume_from_checkpoint, settings, RUN_IDENTITY, ARGS_FILE,
                                    RUN_IDENTITY_DEFAULTS)
     vae = load_vae(args.vae_path)
     dataset, held = load_datasets(args, args.preset_spec["image_size"])
+    check_held_images(args.num_validation_images, held)
     image_shape = tuple(dataset[0][0].shape)
     set_seed(args.seed)
     encoder, unet = build_models(args, image_shape, vae)
@@ -366,7 +372,7 @@ def main(args: argparse.Namespace) -> str:
     log_path = os.path.join(args.output_dir, "logs", "train_log.jsonl")
     if resume_from is not None:
         accelerator.print(f"Resuming from {resume_from}")
-        accelerator.load_state(resume_from)
+        load_checkpoint(accelerator, resume_from)
         global_step = checkpoint_step(resume_from)
         train_seconds = logged_train_seconds(log_path, global_step) if accelerator.is_main_process else 0.0
     ema_unet.to(accelerator.device)
@@ -537,12 +543,15 @@ def push(pipeline: EncDiffPipeline, args, validation: dict) -> None:
 
     metrics = validation_metrics(validation)
     dataset_name = os.path.basename(os.path.normpath(args.dataset))
-    repo_id = pipeline.push_to_hub(args.hub_model_id or os.path.basename(os.path.normpath(args.output_dir)),
-                                   metrics={dataset_name: metrics} if metrics else None)
-    for name in ("swap.png", "README.md"):
-        huggingface_hub.upload_file(path_or_fileobj=os.path.join(args.output_dir, name), path_in_repo=name,
-                                    repo_id=repo_id, commit_message=f"Add the training run's {name}")
+    try:
+        repo_id = pipeline.push_to_hub(args.hub_model_id or os.path.basename(os.path.normpath(args.output_dir)),
+                                       metrics={dataset_name: metrics} if metrics else None)
+        for name in ("swap.png", "README.md"):
+            huggingface_hub.upload_file(path_or_fileobj=os.path.join(args.output_dir, name), path_in_repo=name,
+                                        repo_id=repo_id, commit_message=f"Add the training run's {name}")
+    except Exception as error:  # offline, no token, no network, refused
+        raise SystemExit(push_failure_message(error, args.output_dir)) from None
 
 
 if __name__ == "__main__":
-    main(parse_args())
+    run_training(main, parse_args())

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from typing import Any, Callable, Sequence
 
 import torch
@@ -107,6 +108,7 @@ class RunLog:
     def __init__(self, path: str, accelerator=None):
         self.path, self.accelerator = path, accelerator
         os.makedirs(os.path.dirname(path), exist_ok=True)
+        drop_torn_last_line(path)
 
     def write(self, record: dict[str, Any]) -> None:
         with open(self.path, "a", encoding="utf-8") as f:
@@ -118,6 +120,48 @@ class RunLog:
 
 
 def read_log(path: str) -> list[dict[str, Any]]:
-    """The records of a JSON-lines log."""
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+    """The records of a JSON-lines log. A torn last line (a write cut short by a kill or a full disk)
+    is skipped with a warning; a bad line elsewhere is a ValueError naming the file and line."""
+    with open(path, encoding="utf-8", errors="replace") as f:
+        lines = f.read().split("\n")
+    records = []
+    last = max((i for i, line in enumerate(lines) if line.strip()), default=-1)
+    for number, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError as error:
+            if number == last:
+                print(f"warning: {path}: skipping its torn last line {number + 1} ({error})", file=sys.stderr)
+                continue
+            raise ValueError(f"{path}: line {number + 1} is not a JSON record ({error})") from None
+        records.append(record)
+    return records
+
+
+def drop_torn_last_line(path: str) -> None:
+    """Cut a log file back to its last complete line, so appended records start on a line of their own."""
+    if not os.path.isfile(path):
+        return
+    with open(path, "rb+") as f:
+        data = f.read()
+        if not data or data.endswith(b"\n"):
+            return
+        keep = data.rfind(b"\n") + 1
+        print(f"warning: {path}: dropping its torn last line ({len(data) - keep} bytes)", file=sys.stderr)
+        f.truncate(keep)
+
+
+def check_held_images(num_validation_images: int, held) -> None:
+    """SystemExit before the run starts if the held set cannot supply the validation grids' images."""
+    if num_validation_images > len(held):
+        raise SystemExit(f"error: --num_validation_images {num_validation_images} is larger than the held "
+                         f"validation set ({len(held)} images); lower it or pass a larger --validation_dataset")
+
+
+def push_failure_message(error: BaseException, output_dir: str) -> str:
+    """One line for a failed Hub upload at the end of a run (the pipeline is already saved locally)."""
+    first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    return (f"error: --push_to_hub failed ({type(error).__name__}: {first}); the trained pipeline is saved in "
+            f"{output_dir}: upload it later with EncDiffPipeline.from_pretrained({output_dir!r}).push_to_hub(repo_id)")

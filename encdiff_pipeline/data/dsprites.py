@@ -26,6 +26,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from .checks import check_stored_images
 from .factor_dataset import FactorDataset
 from .grid_inference import infer_grid
 from .npz_member import open_npz_member, read_npz_array
@@ -70,6 +71,7 @@ class DSprites(FactorDataset):
         for k in range(self.num_factors):
             first_row = np.unique(grid.row_classes[:, k], return_index=True)[1]
             self.factor_values.append(values[first_row, k + 1].astype(np.float64))
+        check_stored_images(self._images, self.path, "imgs", max_value=1)
 
     def get_images(self, indices: Sequence[int]) -> np.ndarray:
         indices = np.asarray(indices, dtype=np.int64).reshape(-1)

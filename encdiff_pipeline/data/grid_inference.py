@@ -18,6 +18,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from .checks import check_finite_labels
+
 
 @dataclass
 class InferredGrid:
@@ -31,6 +33,7 @@ def snap_to_values(labels: np.ndarray, allowed: Sequence[np.ndarray], names: Seq
                    atol: float = 1e-4) -> np.ndarray:
     """Replace each label by the nearest allowed value; raise ValueError for labels off the grid."""
     labels = np.asarray(labels, dtype=np.float64)
+    check_finite_labels(labels, source, names)
     out = np.empty_like(labels)
     for k, values in enumerate(allowed):
         values = np.asarray(values, dtype=np.float64)

@@ -20,6 +20,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from .checks import check_factor_sizes, check_stored_images
 from .factor_dataset import FactorDataset
 from .npz_member import open_npz_member
 
@@ -47,7 +48,9 @@ class MPI3D(FactorDataset):
         self.factor_sizes = [int(s) for s in (factor_sizes or MPI3D_FACTOR_SIZES)]
         if len(self.factor_sizes) != len(MPI3D_FACTOR_NAMES):
             raise ValueError(f"factor_sizes needs {len(MPI3D_FACTOR_NAMES)} entries ({MPI3D_FACTOR_NAMES})")
+        check_factor_sizes(factor_sizes or MPI3D_FACTOR_SIZES, "MPI3D", MPI3D_FACTOR_NAMES)
         images = open_npz_member(self.path, "images", cache_dir=cache_dir)
+        check_stored_images(images, self.path, "images")
         total = len(self)
         if images.ndim == 4:
             ok = images.shape[0] == total

@@ -5,8 +5,9 @@ for `.npz` files and reads a whole member into RAM on access, so `open_npz_membe
 
 - a *stored* (uncompressed, `np.savez`) member is memory-mapped in place, at its offset in the zip;
 - a *deflated* (`np.savez_compressed`) member cannot be mapped: it is decompressed once, streaming,
-  into `<cache_dir>/<file>-<key>-<size>-<mtime>.npy` (written under a temporary name, then
-  renamed) and that file is memory-mapped. `cache_dir` defaults to `$ENCDIFF_CACHE` or
+  into `<cache_dir>/<file>-<key>-<hash>.npy` (written under a temporary name, then renamed) and
+  that file is memory-mapped. `<hash>` is a SHA-256 of the member's compressed bytes and CRC, so two
+  different files never share a cache entry, whatever their names, sizes and modification times. `cache_dir` defaults to `$ENCDIFF_CACHE` or
   `~/.cache/encdiff_pipeline`. (The dSprites and MPI3D-toy downloads are compressed; dSprites
   images take 3 GB once decompressed, on disk, not in RAM.)
 
@@ -19,6 +20,7 @@ Example:
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import struct
 import tempfile
@@ -107,11 +109,30 @@ def open_npz_member(path: str | os.PathLike, key: str, cache_dir: Optional[str] 
         return _decompress_to_cache(archive, info, path, key, shape, fortran, dtype, nbytes, cache_dir)
 
 
+def member_digest(path: str, info: zipfile.ZipInfo) -> str:
+    """SHA-256 (hex) of a zip member's stored bytes, CRC-32 and sizes: the content key of its cache."""
+    digest = hashlib.sha256(f"{info.CRC}-{info.file_size}-{info.compress_size}".encode())
+    with open(path, "rb") as raw:
+        raw.seek(info.header_offset)
+        fields = _LOCAL_HEADER.unpack(raw.read(_LOCAL_HEADER.size))
+        if fields[0] != b"PK\x03\x04":
+            raise OSError(f"{path}: corrupt zip entry for '{info.filename}'")
+        raw.seek(info.header_offset + _LOCAL_HEADER.size + fields[-2] + fields[-1])
+        left = info.compress_size
+        while left > 0:
+            chunk = raw.read(min(_CHUNK, left))
+            if not chunk:
+                raise OSError(f"{path}: member '{info.filename}' is cut short (truncated file?)")
+            digest.update(chunk)
+            left -= len(chunk)
+    return digest.hexdigest()
+
+
 def _decompress_to_cache(archive, info, path, key, shape, fortran, dtype, nbytes, cache_dir):
     cache_dir = cache_dir or default_cache_dir()
     os.makedirs(cache_dir, exist_ok=True)
-    stat = os.stat(path)
-    target = os.path.join(cache_dir, f"{os.path.basename(path)}-{key}-{stat.st_size}-{int(stat.st_mtime)}.npy")
+    digest = member_digest(path, info)[:32]
+    target = os.path.join(cache_dir, f"{os.path.basename(path)}-{key}-{digest}.npy")
     if not os.path.exists(target):
         fd, tmp = tempfile.mkstemp(dir=cache_dir, suffix=".npy.tmp")
         os.close(fd)

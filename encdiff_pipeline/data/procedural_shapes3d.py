@@ -27,6 +27,7 @@ from typing import Mapping, Optional, Sequence, Union
 import numpy as np
 
 from . import shapes3d_renderer
+from .checks import check_positive_int
 
 from .factor_dataset import FactorDataset
 from .grid_inference import snap_to_values
@@ -55,7 +56,7 @@ def select_factor_values(
                 raise ValueError(f"unknown factor '{name}'; expected one of {names}")
             k = names.index(name)
             full = len(SHAPES3D_FACTOR_VALUES[k])
-            if not 1 <= int(size) <= full:
+            if not 1 <= check_positive_int(f"factor_sizes['{name}']", size) <= full:
                 raise ValueError(f"factor '{name}' has {full} values; size {size} is out of range")
             selected[k] = SHAPES3D_FACTOR_VALUES[k][np.round(np.linspace(0, full - 1, int(size))).astype(int)]
     for name, values in (factor_values or {}).items():
@@ -91,8 +92,8 @@ class ProceduralShapes3D(FactorDataset):
     ):
         if int(image_size) < 8:
             raise ValueError(f"image_size must be >= 8, got {image_size}")
-        self.image_size = int(image_size)
-        self.supersample = int(supersample)
+        self.image_size = check_positive_int("image_size", image_size, minimum=8)
+        self.supersample = check_positive_int("supersample", supersample)
         self.factor_values = select_factor_values(factor_values, factor_sizes)
         self.factor_sizes = [len(v) for v in self.factor_values]
         # colours of each hue class, (classes, 3), for floor, wall and object

@@ -18,6 +18,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from .checks import check_stored_images
 from .factor_dataset import FactorDataset
 from .grid_inference import infer_grid, snap_to_values
 
@@ -57,6 +58,7 @@ class Shapes3D(FactorDataset):
                 images, labels = f["images"], f["labels"]
                 if images.ndim != 4 or images.shape[-1] != 3:
                     raise ValueError(f"{self.path}: 'images' has shape {images.shape}; expected (N, H, W, 3)")
+                check_stored_images(images, self.path, "images")
                 if labels.shape != (images.shape[0], 6):
                     raise ValueError(f"{self.path}: 'labels' has shape {labels.shape}; expected "
                                      f"({images.shape[0]}, 6) to match 'images'")

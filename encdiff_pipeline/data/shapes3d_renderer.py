@@ -25,6 +25,8 @@ from typing import Sequence
 
 import numpy as np
 
+from .checks import check_positive_int
+
 SHAPE_NAMES = ("cube", "cylinder", "sphere", "capsule")
 
 _LIGHT = np.array([-0.45, 1.0, 0.75]) / np.linalg.norm([-0.45, 1.0, 0.75])
@@ -196,6 +198,7 @@ def render_weights(image_size: int, scale: float, shape: int, orientation: float
 
     Pixel colour = sum_k weight[:, k] * colour_k; a weight is coverage x shading (shadows included).
     """
+    check_positive_int("supersample", supersample)
     origin, dirs = _camera_rays(image_size, supersample, orientation)
     d = dirs.reshape(-1, 3)
     n = len(d)
@@ -274,8 +277,8 @@ class Shapes3DRenderer:
     def __init__(self, image_size: int = 64, supersample: int = 4):
         if int(image_size) < 8:
             raise ValueError(f"image_size must be >= 8, got {image_size}")
-        self.image_size = int(image_size)
-        self.supersample = int(supersample)
+        self.image_size = check_positive_int("image_size", image_size, minimum=8)
+        self.supersample = check_positive_int("supersample", supersample)
         self._colours: dict[float, np.ndarray] = {}
 
     def geometry_weights(self, scale: float, shape: int, orientation: float) -> np.ndarray:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .sampling import CodeCollector, Representation, check_representation, codes_of
+from .sampling import CodeCollector, Representation, check_count, check_representation, codes_of
 
 # Votes are reduced this many at a time (bounds memory on a 480,000 x 20 table).
 _VOTE_CHUNK = 2048
@@ -75,6 +75,8 @@ def compute_factor_vae(
         `train_accuracy`, `eval_accuracy`, `num_active_dims` (as disentanglement_lib v1.5 reports it:
         the number of dims, pruned or not) and `num_kept_dims` (dims that survived pruning).
     """
+    num_train = check_count("num_train", num_train)
+    num_eval = check_count("num_eval", num_eval)
     if num_variance_estimate < 2 or batch_size < 2:
         raise ValueError("num_variance_estimate and batch_size must be at least 2 (variances use ddof=1)")
     representation = check_representation(dataset, representation_function)

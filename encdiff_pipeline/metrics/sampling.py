@@ -34,6 +34,25 @@ Representation = Union[Callable[[Any], Any], np.ndarray]
 
 # The callable is fed this many observations at a time (the draws stay in the reference's batches).
 ENCODE_CHUNK = 1024
+# Codes beyond this magnitude overflow the float64 variances and distances the metrics compute
+# (and make the SVM of SAP run without end): refused instead of scored.
+MAX_CODE_MAGNITUDE = 1e100
+
+
+def check_count(name: str, value, minimum: int = 1) -> int:
+    """A sample count argument as an int, or a ValueError naming it (bools, floats, NaN refused)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _check_magnitude(values: np.ndarray, what: str) -> None:
+    peak = float(np.abs(values).max()) if values.size else 0.0
+    if peak > MAX_CODE_MAGNITUDE:
+        raise ValueError(
+            f"{what} reach {peak:.3g} in magnitude (limit {MAX_CODE_MAGNITUDE:.0e}): variances overflow; "
+            "rescale the codes before scoring"
+        )
 
 
 def check_representation(dataset, representation: Representation) -> Representation:
@@ -59,6 +78,7 @@ def check_representation(dataset, representation: Representation) -> Representat
             f"the representation table has NaN or infinite values in {bad.size} rows "
             f"(first: row {bad[0]}); fix the encoder output before scoring"
         )
+    _check_magnitude(table, "the representation table's values")
     return table
 
 
@@ -70,6 +90,7 @@ def _as_codes(codes, num: int) -> np.ndarray:
         raise ValueError(f"the representation function must return codes (num={num}, N), got {codes.shape}")
     if not np.isfinite(codes).all():
         raise ValueError("the representation function returned NaN or infinite codes")
+    _check_magnitude(codes, "the representation function's codes")
     return codes
 
 

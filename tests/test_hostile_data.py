@@ -1,0 +1,87 @@
+"""Hostile and careless dataset files: refused with a message that says what was expected."""
+import itertools
+import os
+
+import h5py
+import numpy as np
+import pytest
+
+from encdiff_pipeline.data import load_factor_dataset
+from encdiff_pipeline.data.procedural_shapes3d import ProceduralShapes3D
+from tests.test_data_files import MPI3D_SMALL, SUB_VALUES
+
+CLASSES = np.array(list(itertools.product(*[range(s) for s in [1, 3, 2, 2, 2, 2]])), dtype=np.int64)  # 48 rows
+
+
+def write_h5(path, images=None, labels=None):
+    labels = np.array(list(itertools.product(*SUB_VALUES)), dtype=np.float64) if labels is None else labels
+    images = np.zeros((len(labels), 8, 8, 3), np.uint8) if images is None else images
+    with h5py.File(path, "w") as f:
+        f["images"], f["labels"] = images, labels
+    return path
+
+
+def write_dsprites(path, imgs, compressed=False):
+    save = np.savez_compressed if compressed else np.savez
+    save(path, imgs=imgs, latents_classes=CLASSES, latents_values=CLASSES.astype(float))
+    return path
+
+
+def test_h5_float_images_are_refused(tmp_path):
+    path = write_h5(tmp_path / "float.h5", images=np.random.rand(96, 8, 8, 3).astype("f4"))
+    with pytest.raises(ValueError, match=r"float\.h5: 'images' is stored as float32; expected uint8 in 0\.\.255"):
+        load_factor_dataset(str(path))
+
+
+def test_h5_nan_labels_are_refused(tmp_path):
+    labels = np.array(list(itertools.product(*SUB_VALUES)), dtype=np.float64)
+    labels[5, 0] = np.nan
+    path = write_h5(tmp_path / "nan.h5", labels=labels)
+    with pytest.raises(ValueError, match=r"nan\.h5: 1 labels are NaN or infinite \(first: row 5, factor 'floor_hue'\)"):
+        load_factor_dataset(str(path))
+
+
+def test_dsprites_0_255_images_are_refused(tmp_path):
+    imgs = (np.random.RandomState(0).randint(0, 2, (48, 8, 8)) * 255).astype(np.uint8)
+    path = write_dsprites(tmp_path / "ds255.npz", imgs)
+    with pytest.raises(ValueError, match=r"ds255\.npz: 'imgs' holds values up to 255; expected uint8 in \{0, 1\}"):
+        load_factor_dataset(str(path))
+
+
+def test_mpi3d_float_images_are_refused(tmp_path):
+    path = tmp_path / "mpif.npz"
+    np.savez(path, images=np.random.rand(24, 8, 8, 3))
+    with pytest.raises(ValueError, match=r"mpif\.npz: 'images' is stored as float64; expected uint8"):
+        load_factor_dataset(str(path), factor_sizes=MPI3D_SMALL)
+
+
+def test_mpi3d_negative_factor_sizes_are_refused(tmp_path):
+    path = tmp_path / "mpi.npz"
+    np.savez(path, images=np.zeros((16, 8, 8, 3), np.uint8))
+    with pytest.raises(ValueError, match=r"factor_sizes entry -2 \(object_color\) is not a positive integer"):
+        load_factor_dataset(str(path), factor_sizes=[-2, -2, 1, 1, 1, 2, 2])
+
+
+def test_npz_cache_is_keyed_by_content(tmp_path):
+    first = np.random.RandomState(1).randint(0, 2, (48, 8, 8)).astype(np.uint8)
+    datasets = []
+    for folder, imgs in (("A", first), ("B", 1 - first)):
+        os.makedirs(tmp_path / folder)
+        path = write_dsprites(tmp_path / folder / "dsprites.npz", imgs, compressed=True)
+        os.utime(path, (1e9, 1e9))
+        datasets.append(load_factor_dataset(str(path), cache_dir=str(tmp_path / "cache")))
+    assert os.path.getsize(tmp_path / "A" / "dsprites.npz") == os.path.getsize(tmp_path / "B" / "dsprites.npz")
+    np.testing.assert_array_equal(datasets[0].get_images(range(48))[..., 0], first)
+    np.testing.assert_array_equal(datasets[1].get_images(range(48))[..., 0], 1 - first)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"supersample": 0}, "supersample must be an integer >= 1"),
+    ({"supersample": -2}, "supersample must be an integer >= 1"),
+    ({"image_size": 8.7}, "image_size must be an integer >= 8"),
+    ({"factor_sizes": [2.9, 1, 1, 1, 1, 1]}, r"factor_sizes\['floor_hue'\] must be an integer"),
+    ({"factor_values": {"floor_hue": [float("nan")]}}, "NaN or infinite"),
+])
+def test_procedural_absurd_options_are_refused(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        ProceduralShapes3D(**{"image_size": 8, **kwargs})

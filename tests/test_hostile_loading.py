@@ -1,0 +1,157 @@
+"""Hostile and careless pipeline folders: loading is strict, saving keeps the user's files."""
+import json
+import shutil
+import warnings
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from encdiff_pipeline import EncDiffPipeline
+from tests.test_pipeline_encdiff import make_tiny_pipeline, tiny_images
+
+WEIGHTS = "diffusion_pytorch_model.safetensors"
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("hostile") / "base"
+    make_tiny_pipeline().save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture
+def copy(saved, tmp_path):
+    def make(name="pipe"):
+        target = tmp_path / name
+        shutil.copytree(saved, target)
+        return target
+    return make
+
+
+def edit_weights(path, edit):
+    state = load_file(str(path))
+    edit(state)
+    save_file(state, str(path))
+
+
+def test_encoder_missing_a_tensor_is_named(copy):
+    folder = copy()
+    weights = folder / "encoder" / WEIGHTS
+    edit_weights(weights, lambda sd: sd.pop("concept_head.weight"))
+    with pytest.raises(ValueError, match=rf"{weights}.*missing tensors concept_head.weight"):
+        EncDiffPipeline.from_pretrained(folder)
+
+
+def test_unet_with_one_tensor_left_is_refused(copy):
+    folder = copy()
+    weights = folder / "unet" / WEIGHTS
+    state = load_file(str(weights))
+    first = next(iter(state))
+    save_file({first: state[first]}, str(weights))
+    with pytest.raises(ValueError, match=rf"{weights}.*missing tensors .* more"):
+        EncDiffPipeline.from_pretrained(folder)
+
+
+def test_unexpected_tensor_is_named(copy):
+    folder = copy()
+    weights = folder / "encoder" / WEIGHTS
+    edit_weights(weights, lambda sd: sd.update(stowaway=torch.zeros(2)))
+    with pytest.raises(ValueError, match=rf"{weights}.*unexpected tensors stowaway"):
+        EncDiffPipeline.from_pretrained(folder)
+
+
+def test_missing_tensor_loads_with_strict_false_and_is_initialised(copy):
+    folder = copy()
+    edit_weights(folder / "encoder" / WEIGHTS, lambda sd: sd.pop("concept_head.weight"))
+    with pytest.warns(UserWarning, match="missing tensors concept_head.weight"):
+        pipe = EncDiffPipeline.from_pretrained(folder, strict=False)
+    weight = pipe.encoder.concept_head.weight
+    assert weight.device.type == "cpu" and torch.isfinite(weight).all()
+    images = tiny_images(2)
+    torch.testing.assert_close(pipe.encode(images), pipe.encode(images), rtol=0, atol=0)  # deterministic
+
+
+def test_non_finite_weights_are_named(copy):
+    folder = copy()
+    weights = folder / "encoder" / WEIGHTS
+    edit_weights(weights, lambda sd: sd["concept_head.weight"].fill_(float("nan")))
+    with pytest.raises(ValueError, match=rf"{weights} holds NaN or infinite values in concept_head.weight"):
+        EncDiffPipeline.from_pretrained(folder)
+    with pytest.warns(UserWarning, match="NaN or infinite"):
+        EncDiffPipeline.from_pretrained(folder, strict=False)
+
+
+def test_wrong_class_for_the_encoder_slot_is_refused(copy):
+    folder = copy()
+    index = json.loads((folder / "model_index.json").read_text())
+    index["encoder"] = ["diffusers", "UNet2DConditionModel"]
+    (folder / "model_index.json").write_text(json.dumps(index))
+    with pytest.raises(ValueError, match="component 'encoder' is a UNet2DConditionModel, expected ConceptEncoderModel"):
+        EncDiffPipeline.from_pretrained(folder)
+
+
+def test_transformers_class_is_never_loaded(copy):
+    folder = copy()
+    index = json.loads((folder / "model_index.json").read_text())
+    index["unet"] = ["transformers", "AutoModel"]
+    (folder / "model_index.json").write_text(json.dumps(index))
+    with pytest.raises(ValueError, match="transformers.AutoModel.*diffusers or encdiff_pipeline only"):
+        EncDiffPipeline.from_pretrained(folder, strict=False)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[1, 2]", "holds a JSON list; expected an object"),
+    ("{bad", "is not valid JSON"),
+    ('{"encoder": ["diffusers"], "unet": ["diffusers", "UNet2DConditionModel"]}', "'encoder' must be \\[library, class name\\]"),
+])
+def test_broken_model_index_is_named(copy, text, message):
+    folder = copy()
+    (folder / "model_index.json").write_text(text)
+    with pytest.raises(ValueError, match=f"model_index.json.*{message}"):
+        EncDiffPipeline.from_pretrained(folder)
+
+
+def test_safetensors_header_that_is_a_list_is_named(copy):
+    folder = copy()
+    weights = folder / "encoder" / WEIGHTS
+    header = b"[1, 2, 3]"
+    weights.write_bytes(len(header).to_bytes(8, "little") + header)
+    with pytest.raises(OSError, match=rf"{weights} is corrupt: its safetensors header is a JSON list"):
+        EncDiffPipeline.from_pretrained(folder)
+
+
+def test_save_keeps_user_files_in_component_folders(copy):
+    folder = copy()
+    (folder / "encoder" / "my_notes.txt").write_text("precious")
+    (folder / "unet" / "experiment.log").write_text("also precious")
+    pipe = make_tiny_pipeline(seed=3)
+    pipe.save_pretrained(folder)
+    assert (folder / "encoder" / "my_notes.txt").read_text() == "precious"
+    assert (folder / "unet" / "experiment.log").read_text() == "also precious"
+    images = tiny_images(2)
+    torch.testing.assert_close(EncDiffPipeline.from_pretrained(folder).encode(images), pipe.encode(images), rtol=0, atol=0)
+    assert not [p.name for p in folder.parent.iterdir() if p.name.startswith(".")]  # no staging left
+
+
+def test_save_onto_a_file_is_named(tmp_path):
+    target = tmp_path / "afile"
+    target.write_text("keep me")
+    with pytest.raises(NotADirectoryError, match="existing file"):
+        make_tiny_pipeline().save_pretrained(target)
+    assert target.read_text() == "keep me"
+
+
+def test_torch_dtype_as_a_string(saved):
+    assert EncDiffPipeline.from_pretrained(saved, torch_dtype="float16").unet.dtype == torch.float16
+    with pytest.raises(ValueError, match="'float17' is not a torch dtype"):
+        EncDiffPipeline.from_pretrained(saved, torch_dtype="float17")
+
+
+def test_save_removes_stale_weight_files_of_an_earlier_save(copy):
+    folder = copy()
+    stale = folder / "unet" / "diffusion_pytorch_model.safetensors.index.json"
+    stale.write_text('{"weight_map": {}}')  # an earlier sharded save's index would shadow the new weights
+    make_tiny_pipeline(seed=4).save_pretrained(folder)
+    assert not stale.exists()
+    EncDiffPipeline.from_pretrained(folder)

@@ -1,0 +1,67 @@
+"""Hostile and careless pipeline arguments: refused with a message, never NaN or black images."""
+import numpy as np
+import PIL.Image
+import pytest
+import torch
+
+from tests.test_pipeline_encdiff import NUM_CONCEPTS, make_tiny_pipeline, seeded, tiny_images
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return make_tiny_pipeline()
+
+
+def test_huge_concepts_raise_instead_of_black_images(pipe):
+    with pytest.raises(FloatingPointError, match="NaN or infinite.*far outside"):
+        pipe(concepts=torch.full((1, NUM_CONCEPTS), 1e30), num_inference_steps=2, output_type="pil")
+
+
+@pytest.mark.parametrize("eta", [float("nan"), float("inf"), -1.0, "1"])
+def test_bad_eta_is_refused(pipe, eta):
+    with pytest.raises(ValueError, match="eta must be a finite number >= 0"):
+        pipe(images=tiny_images(2), num_inference_steps=2, eta=eta)
+
+
+def test_generator_list_of_wrong_length_is_refused(pipe):
+    generators = [seeded(i) for i in range(3)]
+    with pytest.raises(ValueError, match="list of 3 generators for a batch of 2"):
+        pipe(images=tiny_images(2), num_inference_steps=2, generator=generators)
+    pipe(images=tiny_images(2), num_inference_steps=2, generator=[seeded(0), seeded(1)])  # one per image is fine
+
+
+@pytest.mark.parametrize("empty", [torch.zeros(0, 3, 8, 8), np.zeros((0, 8, 8, 3), np.uint8)], ids=["torch", "numpy"])
+def test_empty_batch_is_refused(pipe, empty):
+    with pytest.raises(ValueError, match="empty"):
+        pipe(images=empty, num_inference_steps=2)
+    with pytest.raises(ValueError, match="empty batch"):
+        pipe(concepts=torch.zeros(0, NUM_CONCEPTS), num_inference_steps=2)
+
+
+def test_mixed_pil_sizes_name_the_expected_size(pipe):
+    images = [PIL.Image.new("RGB", (8, 8)), PIL.Image.new("RGB", (16, 16))]
+    with pytest.raises(ValueError, match=r"Expected 8x8 images.*mixes images of 3 channel\(s\) 8x8, 3 channel\(s\) 16x16"):
+        pipe.encode(images)
+
+
+def test_numpy_integer_steps_accepted_and_float_indices_refused(pipe):
+    pipe(images=tiny_images(1), num_inference_steps=np.int64(2), output_type="np")
+    with pytest.raises(ValueError, match="concept_indices must be integers"):
+        pipe.swap(tiny_images(2), concept_indices=[1.7], num_inference_steps=2)
+
+
+def test_traverse_and_attention_absurd_counts(pipe):
+    with pytest.raises(ValueError, match="num_values must be an int in"):
+        pipe.traverse(tiny_images(1), 0, num_values=-3, num_inference_steps=2)
+    with pytest.raises(ValueError, match="num_values must be an int in"):
+        pipe.traverse(tiny_images(1), 0, num_values=10**9, num_inference_steps=2)
+    with pytest.raises(ValueError, match="non-empty list"):
+        pipe.attention_maps(tiny_images(1), timestep=[])
+
+
+def test_evaluate_cli_user_errors_are_one_line(tmp_path):
+    from encdiff_pipeline.evaluation import cli
+
+    with pytest.raises(SystemExit, match=r"^error: .*model_index.json is missing") as info:
+        cli([str(tmp_path), "--out", str(tmp_path / "r.json")])
+    assert "\n" not in str(info.value)
