@@ -28,7 +28,6 @@ import os
 import shutil
 import sys
 import tempfile
-import uuid
 import warnings
 from collections import Counter
 from pathlib import Path

@@ -1,7 +1,6 @@
 """Hostile and careless pipeline folders: loading is strict, saving keeps the user's files."""
 import json
 import shutil
-import warnings
 
 import pytest
 import torch
