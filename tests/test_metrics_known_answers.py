@@ -103,15 +103,19 @@ def test_factor_vae_normalises_by_the_global_variance():
     grid, factors = grid_factors([5, 5])
     noise, noise2 = np.random.RandomState(1).randn(2, len(grid))
     # code 0 encodes factor 0 at scale 100 with noise of std 5; code 1 is factor 1 (variance 2);
-    # code 2 is noise of std ~0.1 (kept: the threshold 0.05 is on the std, its variance is ~0.01);
-    # code 3 is constant (pruned)
-    table = np.stack([100 * factors[:, 0] + 5 * noise, factors[:, 1], 0.1 * noise2, np.full(len(grid), 0.01)], axis=1)
+    # code 2 is constant (pruned)
+    table = np.stack([100 * factors[:, 0] + 5 * noise, factors[:, 1], np.full(len(grid), 0.01)], axis=1)
     scores = factor_vae(grid, table, np.random.RandomState(0), batch_size=32, num_train=200, num_eval=100,
                         num_variance_estimate=1000)
     # with factor 0 fixed, code 0 keeps a local variance of ~25, far above code 1's ~2, but only
     # ~25 / 20,000 of its global variance: normalised, every vote is right (unnormalised: half)
     assert scores["train_accuracy"] == 1.0 and scores["eval_accuracy"] == 1.0
-    assert scores["num_kept_dims"] == 3 and scores["num_active_dims"] == 4  # only the constant code is pruned
+    assert scores["num_kept_dims"] == 2 and scores["num_active_dims"] == 3  # the constant code is pruned
+    # the pruning threshold 0.05 is on the std: noise of std ~0.1 (variance ~0.01) is kept, std ~0.03 is not
+    table = np.stack([factors[:, 0], factors[:, 1], 0.1 * noise2, 0.03 * noise2], axis=1)
+    scores = factor_vae(grid, table, np.random.RandomState(0), batch_size=8, num_train=10, num_eval=10,
+                        num_variance_estimate=1000)
+    assert scores["num_kept_dims"] == 3 and scores["num_active_dims"] == 4
 
 
 # ---- FID from its definition, independent numpy code -------------------------------------------
