@@ -331,9 +331,20 @@ def add_importance(args, runs: list[dict]) -> None:
         run_dir = os.path.join(args.output_dir, run["run_dir"])
         if run.get("imported_from") or not run["final"] or not os.path.isdir(run_dir):
             continue
-        result = analyse(run_dir, image_size=args.image_size, num_train=2000, num_test=1000)
-        run["importance"] = {"factor_names": result["factor_names"], "accuracy": result["accuracy"].tolist(),
-                             "completeness": result["completeness"].tolist()}
+        cached = os.path.join(run_dir, "importance.json")  # written once per finished run
+        if os.path.exists(cached) and os.path.getmtime(cached) >= os.path.getmtime(os.path.join(run_dir, "logs", "train_log.jsonl")):
+            with open(cached, encoding="utf-8") as f:
+                result = json.load(f)
+        else:
+            try:
+                result = {k: np.asarray(v).tolist() for k, v in analyse(run_dir, image_size=args.image_size, num_train=2000,
+                                                                         num_test=1000).items()}
+            except (OSError, ValueError) as err:  # e.g. a run still training: no saved model yet
+                print(f"   no importance for {run['method']} seed {run['seed']}: {err}", flush=True)
+                continue
+            with open(cached, "w", encoding="utf-8") as f:
+                json.dump(result, f, indent=1)
+        run["importance"] = {key: result[key] for key in ("factor_names", "accuracy", "completeness")}
 
 
 def summarise(runs: list[dict]) -> dict[str, dict[str, Any]]:
