@@ -336,7 +336,12 @@ def main(args: argparse.Namespace) -> str:
     if args.latent_cache is not None:
         if not isinstance(vae, VQModel):
             raise SystemExit(f"error: --latent_cache needs a VQModel first stage, --vae_path {args.vae_path} is a {type(vae).__name__}")
-        latent_cache, _ = load_latent_cache(args.latent_cache, len(dataset))
+        latent_cache, cache_meta = load_latent_cache(args.latent_cache, len(dataset))
+        if bool(cache_meta.get("uint8")) != args.data_on_device:
+            logger.warning(f"--latent_cache {args.latent_cache} encoded {'8-bit' if cache_meta.get('uint8') else 'float'} images "
+                           f"but training feeds {'8-bit' if args.data_on_device else 'float'} ones (--data_on_device); "
+                           "write the cache with latent_cache.py " + ("--uint8" if args.data_on_device else "without --uint8")
+                           + " for latents of exactly the training images", main_process_only=True)
     order = BatchOrder(len(dataset), args.train_batch_size, args.seed, accelerator.num_processes, accelerator.process_index)
     metric_names = [] if args.validation_metrics == "none" else args.validation_metrics.split(",")
     accelerator.wait_for_everyone()
