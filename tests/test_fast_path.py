@@ -15,7 +15,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "training"))
 
 from batches import BatchOrder, batch_loader  # noqa: E402
-from fast_path import DeviceBatches, LossMonitor, build_uint8_grid, make_adamw  # noqa: E402
+from fast_path import DeviceBatches, LossMonitor, build_uint8_grid, make_adamw, training_forward  # noqa: E402
 
 from encdiff_pipeline.data import ProceduralShapes3D  # noqa: E402
 from encdiff_pipeline.models import ConceptEncoderModel  # noqa: E402
@@ -76,10 +76,14 @@ def test_encoder_unchecked_forward_is_the_same_and_skips_checks():
     encoder(images, check_inputs=False)  # the pipeline checks; the training step does not
 
 
-def test_fused_adamw_flag():
+def test_fused_adamw_and_compile_flags():
     params = [torch.nn.Parameter(torch.zeros(2))]
     assert make_adamw([{"params": params}], 1e-3, 0.01, fused=True).defaults["fused"] is True
     assert not make_adamw([{"params": params}], 1e-3, 0.01).defaults.get("fused")
+    module = torch.nn.Linear(2, 2)
+    assert training_forward(module) is module
+    compiled = training_forward(module, compile_unet=True)  # lazy: nothing compiles until called
+    assert compiled is not module and compiled._orig_mod is module
 
 
 def _train_script():

@@ -4,9 +4,10 @@ Every knob is off by default, and off it leaves the training step exactly as it 
 calls, the same losses bit for bit):
 
 - `configure_tf32(True, device)`: TF32 matmuls / convolutions on CUDA (no effect elsewhere);
-- `prepare_models(encoder, unet, channels_last=..., compile_unet=...)`: channels-last weights and
-  an in-place `torch.compile` of the U-Net (`Module.compile`: the module, its config and its state
-  dict keys stay those of a `UNet2DConditionModel`, so checkpoints are unchanged);
+- `prepare_models(encoder, unet, channels_last=True)`: channels-last weights;
+- `training_forward(unet, compile_unet=True)`: a `torch.compile`d U-Net for the training step only,
+  sharing the module's parameters (checkpoints, the EMA and the validation pipeline use the plain
+  module, so validation's other batch sizes trigger no recompilation);
 - `make_adamw(..., fused=True)`: `torch.optim.AdamW(fused=True)` (one kernel for all parameters);
 - `LossMonitor(every=K)`: the per-step loss read-back and `isfinite` check once every K steps (one
   host sync) instead of every step; the logged losses are the same numbers;
@@ -37,14 +38,16 @@ def configure_tf32(allow: bool, device: torch.device | str) -> None:
         torch.backends.cudnn.allow_tf32 = True
 
 
-def prepare_models(encoder: torch.nn.Module, unet: torch.nn.Module, channels_last: bool = False,
-                   compile_unet: bool = False) -> None:
-    """Channels-last memory format for both models and/or `torch.compile` of the U-Net, in place."""
+def prepare_models(encoder: torch.nn.Module, unet: torch.nn.Module, channels_last: bool = False) -> None:
+    """Channels-last memory format for both models, in place."""
     if channels_last:
         encoder.to(memory_format=torch.channels_last)
         unet.to(memory_format=torch.channels_last)
-    if compile_unet:
-        unet.compile()
+
+
+def training_forward(unet: torch.nn.Module, compile_unet: bool = False) -> Callable:
+    """What the training step calls: `torch.compile(unet)` (same parameters) when asked, else `unet` itself."""
+    return torch.compile(unet) if compile_unet else unet
 
 
 def memory_format(tensor: torch.Tensor, channels_last: bool) -> torch.Tensor:

@@ -51,7 +51,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the helper mod
 from batches import BatchOrder, batch_loader, step_generator  # noqa: E402
 from factor_data import PROCEDURAL, load_datasets  # noqa: E402
 from fast_path import (DeviceBatches, LossMonitor, build_uint8_grid, configure_tf32, fits_on_device,  # noqa: E402
-                       grid_bytes, make_adamw, memory_format, prepare_models)
+                       grid_bytes, make_adamw, memory_format, prepare_models, training_forward)
 from latent_cache import load_latent_cache  # noqa: E402
 from checkpointing import check_run_folder, checkpoint_step, save_checkpoint, write_run_settings  # noqa: E402
 from noise_schedules import NOISE_SCHEDULES, make_noise_scheduler  # noqa: E402
@@ -130,7 +130,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--dataloader_num_workers", type=int, default=0, help="processes rendering/reading batches ahead")
     # GPU speed knobs (fast_path.py); off by default: the training step is then exactly the plain one
     p.add_argument("--allow_tf32", action="store_true", help="TF32 matmuls and convolutions (CUDA only)")
-    p.add_argument("--compile_unet", action="store_true", help="torch.compile the U-Net (in place; checkpoints unchanged)")
+    p.add_argument("--compile_unet", action="store_true", help="torch.compile the U-Net of the training step (same weights; validation and checkpoints use the plain module)")
     p.add_argument("--fused_adamw", action="store_true", help="torch.optim.AdamW(fused=True)")
     p.add_argument("--channels_last", action="store_true", help="channels-last memory format for the models and their inputs")
     p.add_argument("--foreach_ema", action="store_true", help="update the EMA U-Net with torch's foreach kernels")
@@ -331,7 +331,7 @@ def main(args: argparse.Namespace) -> str:
     set_seed(args.seed)
     encoder, unet = build_models(args, image_shape, vae)
     configure_tf32(args.allow_tf32, accelerator.device)
-    prepare_models(encoder, unet, channels_last=args.channels_last, compile_unet=args.compile_unet)
+    prepare_models(encoder, unet, channels_last=args.channels_last)
     latent_cache = None
     if args.latent_cache is not None:
         if not isinstance(vae, VQModel):
@@ -401,6 +401,7 @@ def main(args: argparse.Namespace) -> str:
                                  num_training_steps=(args.max_train_steps or 10**9) * accelerator.num_processes)
     encoder, unet, optimizer, lr_scheduler = accelerator.prepare(encoder, unet, optimizer, lr_scheduler)
     skip_dropout = SkipDropout(accelerator.unwrap_model(unet), args.skip_dropout)
+    unet_step = training_forward(unet, args.compile_unet)  # the training step's U-Net (compiled when asked)
 
     global_step, train_seconds = 0, 0.0
     log_path = os.path.join(args.output_dir, "logs", "train_log.jsonl")
@@ -493,7 +494,7 @@ def main(args: argparse.Namespace) -> str:
             else:
                 noisy, timesteps, noise = objective.noise(clean, generator)
                 skip_dropout.generator = generator
-                prediction = unet(memory_format(noisy, args.channels_last), timesteps, **unet_kwargs(unet_config, tokens)).sample
+                prediction = unet_step(memory_format(noisy, args.channels_last), timesteps, **unet_kwargs(unet_config, tokens)).sample
                 loss = objective.loss(clean, noisy, timesteps, noise, prediction)
             monitor.add(loss, global_step + 1)  # checked and read back every --host_sync_steps steps
             accelerator.backward(loss)
