@@ -50,11 +50,11 @@ from tqdm.auto import tqdm
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the helper modules next to this script
 from batches import BatchOrder, batch_loader, step_generator  # noqa: E402
 from factor_data import PROCEDURAL, load_datasets  # noqa: E402
+from checkpointing import check_run_folder, checkpoint_step, save_checkpoint, write_run_settings  # noqa: E402
+from noise_schedules import NOISE_SCHEDULES, make_noise_scheduler  # noqa: E402
 from fast_path import (DeviceBatches, LossMonitor, build_uint8_grid, configure_tf32, fits_on_device,  # noqa: E402
                        grid_bytes, make_adamw, memory_format, prepare_models, training_forward)
 from latent_cache import load_latent_cache  # noqa: E402
-from checkpointing import check_run_folder, checkpoint_step, save_checkpoint, write_run_settings  # noqa: E402
-from noise_schedules import NOISE_SCHEDULES, make_noise_scheduler  # noqa: E402
 from presets import ENCDIFF_PRESETS, load_preset  # noqa: E402
 from validation import RunLog, concept_metrics, read_log, save_decoder_images, save_validation_images  # noqa: E402
 
