@@ -1,7 +1,12 @@
 """Throughput of the factor datasets: procedural Shapes3D rendering and lazy reads of real formats.
 
 Run: python benchmarks/bench_data.py [--seconds 2]
-Prints images/s; the procedural numbers are what training can draw from one process.
+     python benchmarks/bench_data.py --training_paths   # only the training batch paths (train_encdiff.py)
+Prints images/s; the procedural numbers are what training can draw from one process. `--training_paths`
+times the two batch paths of train_encdiff.py at 64x64, batch 128, per wall second and per CPU-second
+of this process (= per core; meaningful when other processes share the cores): the DataLoader path
+(render per batch, float or 8-bit), building the uint8 grid of `--data_on_device`, and drawing
+batches from that grid by index (here on the CPU; on a GPU the gather runs on the device).
 """
 import argparse
 import os
@@ -24,11 +29,56 @@ def rate(fn, seconds: float, per_call: int) -> float:
     return done / (time.perf_counter() - start)
 
 
+def cpu_rate(fn, seconds: float, per_call: int) -> tuple[float, float]:
+    """(images per wall second, images per CPU-second of this process) of repeated `fn()`."""
+    fn()  # warm-up
+    wall, cpu, done = time.perf_counter(), time.process_time(), 0
+    while time.perf_counter() - wall < seconds:
+        fn()
+        done += per_call
+    return done / (time.perf_counter() - wall), done / max(time.process_time() - cpu, 1e-9)
+
+
+def training_paths(seconds: float, batch: int = 128, grid_items: int = 12_000) -> None:
+    """The batch paths of train_encdiff.py (training/batches.py, training/fast_path.py) at 64x64."""
+    import sys
+
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "training"))
+    from batches import BatchOrder, RenderedBatches
+    from fast_path import DeviceBatches, build_uint8_grid
+
+    data = ProceduralShapes3D(image_size=64)
+    data.precompute()
+    order = BatchOrder(len(data), batch, seed=0)
+    for uint8 in (False, True):
+        batches, k = RenderedBatches(data, order, 0, 10**9, uint8=uint8), iter(range(10**9))
+        wall, cpu = cpu_rate(lambda: batches[next(k)], seconds, batch)
+        print(f"DataLoader path ({'8-bit' if uint8 else 'float'}), 64x64, batch {batch}, one process: "
+              f"{wall:,.0f} images/s wall, {cpu:,.0f} images per CPU-second (per core)")
+    subset = ProceduralShapes3D(image_size=64, factor_sizes=[10, 10, 10, 2, 2, 3])  # 12,000 images
+    subset.precompute()
+    wall0, cpu0 = time.perf_counter(), time.process_time()
+    grid = build_uint8_grid(subset, "cpu", chunk=1000)
+    wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+    print(f"--data_on_device grid build ({len(subset):,} images, uint8 {grid.numel() / 2**20:.0f} MiB): "
+          f"{len(subset) / wall:,.0f} images/s wall, {len(subset) / cpu:,.0f} per CPU-second; the full 480,000-image "
+          f"grid (5.9 GB) takes ~{480_000 / (len(subset) / cpu) / 60:.1f} CPU-minutes (split over DataLoader workers)")
+    order = BatchOrder(len(subset), batch, seed=0)
+    draws = iter(DeviceBatches(grid, subset, order, 0, 10**9))
+    wall, cpu = cpu_rate(lambda: next(draws), seconds, batch)
+    print(f"--data_on_device batches drawn from the grid on the CPU, batch {batch}: {wall:,.0f} images/s wall, "
+          f"{cpu:,.0f} images per CPU-second (per core)")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=2.0, help="time per measurement")
     parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--training_paths", action="store_true", help="only time train_encdiff.py's batch paths")
     args = parser.parse_args()
+    if args.training_paths:
+        training_paths(args.seconds)
+        return
     print(f"threads: torch {torch.get_num_threads()}, cpus {os.cpu_count()}")
     rs = np.random.RandomState(0)
 

@@ -57,10 +57,14 @@ class TrainStep:
 
     def __init__(self, preset: str, batch: int, *, latent_size: int, image_size: int, num_concepts: int,
                  token_dim: int, channels_last=False, autocast=False, attention="sdpa", adamw="fused",
-                 flush_denormal=False):
+                 flush_denormal=False, device: str = "cpu", compile_unet: bool = False, encoder_kwargs: dict | None = None):
+        """`device`: where it runs (CUDA: `autocast` is bf16 autocast there); `compile_unet`: torch.compile the
+        U-Net; `adamw`: "fused", "foreach" or "for-loop"; `encoder_kwargs`: more ConceptEncoderModel settings."""
         torch.manual_seed(0)
-        self.encoder = ConceptEncoderModel(sample_size=image_size, num_concepts=num_concepts, token_dim=token_dim)
-        self.unet = unet_from_preset(preset, sample_size=latent_size, cross_attention_dim=token_dim)
+        self.device = torch.device(device)
+        self.encoder = ConceptEncoderModel(sample_size=image_size, num_concepts=num_concepts, token_dim=token_dim,
+                                           **(encoder_kwargs or {})).to(self.device)
+        self.unet = unet_from_preset(preset, sample_size=latent_size, cross_attention_dim=token_dim).to(self.device)
         # "sdpa": diffusers' default (CPU flash kernel); "sdpa-math": SDPA's math backend; "math": AttnProcessor
         self.unet.set_attn_processor(AttnProcessor() if attention == "math" else AttnProcessor2_0())
         self.sdpa_math = attention == "sdpa-math"
@@ -73,21 +77,23 @@ class TrainStep:
         if channels_last:
             self.encoder.to(memory_format=memory_format)
             self.unet.to(memory_format=memory_format)
+        if compile_unet:
+            self.unet.compile()
         g = torch.Generator().manual_seed(0)
-        self.images = (torch.rand(batch, 3, image_size, image_size, generator=g) * 2 - 1).to(memory_format=memory_format)
-        self.latents = torch.randn(batch, 3, latent_size, latent_size, generator=g).to(memory_format=memory_format)
+        self.images = (torch.rand(batch, 3, image_size, image_size, generator=g) * 2 - 1).to(self.device, memory_format=memory_format)
+        self.latents = torch.randn(batch, 3, latent_size, latent_size, generator=g).to(self.device, memory_format=memory_format)
         self.noise = torch.randn_like(self.latents)
-        self.timesteps = torch.randint(0, 1000, (batch,), generator=g)
+        self.timesteps = torch.randint(0, 1000, (batch,), generator=g).to(self.device)
         self.batch = batch
 
     def __call__(self) -> None:
         torch.set_flush_denormal(self.flush_denormal)
         with contextlib.ExitStack() as stack:
             if self.autocast:
-                stack.enter_context(torch.autocast("cpu", dtype=torch.bfloat16))
+                stack.enter_context(torch.autocast(self.device.type, dtype=torch.bfloat16))
             if self.sdpa_math:
                 stack.enter_context(sdpa_kernel(SDPBackend.MATH))
-            tokens = self.encoder(self.images).tokens
+            tokens = self.encoder(self.images, check_inputs=False).tokens
             noisy = 0.8 * self.latents + 0.6 * self.noise  # the schedule's mix does not change the cost
             eps = self.unet(noisy, self.timesteps, encoder_hidden_states=tokens).sample
             loss = F.l1_loss(eps.float(), self.noise)

@@ -6,7 +6,8 @@ contiguous in it and each process takes its own slice. Resuming at optimizer ste
 starts at micro-batch `s * gradient_accumulation_steps` and sees exactly the data an uninterrupted
 run would have seen. Images come from `dataset.get_images(indices)` (one call per batch: much faster
 than per-item `__getitem__` for the procedural renderer), in a `DataLoader` so workers can render
-ahead.
+ahead. With `uint8=True` the images are first rounded to 8 bits (`to_uint8`), exactly as the
+device-resident grid (fast_path.DeviceBatches) stores them, so both paths give identical batches.
 
 Example:
     >>> order = BatchOrder(num_items=1000, batch_size=8, seed=0)
@@ -46,11 +47,21 @@ class BatchOrder:
         return self._permutation[start : start + self.batch_size]
 
 
+def to_uint8(images: np.ndarray) -> np.ndarray:
+    """Images in [0, 1] (any layout) -> uint8 0..255 (rounded): how a device-resident grid stores them."""
+    return np.round(np.asarray(images, dtype=np.float32) * 255.0).astype(np.uint8)
+
+
+def uint8_to_model_range(images: torch.Tensor) -> torch.Tensor:
+    """uint8 images (B, C, H, W) on any device -> float32 in [-1, 1]; the same arithmetic on CPU and CUDA."""
+    return images.float().div_(255.0).mul_(2.0).sub_(1.0)
+
+
 class RenderedBatches(torch.utils.data.Dataset):
     """Item `j` = micro-batch `first + j`: `(images (B, C, H, W) in [-1, 1], factor classes (B, K), k)`."""
 
-    def __init__(self, dataset, order: BatchOrder, first: int, count: int):
-        self.dataset, self.order, self.first, self.count = dataset, order, first, count
+    def __init__(self, dataset, order: BatchOrder, first: int, count: int, uint8: bool = False):
+        self.dataset, self.order, self.first, self.count, self.uint8 = dataset, order, first, count, uint8
 
     def __len__(self) -> int:
         return self.count
@@ -59,14 +70,18 @@ class RenderedBatches(torch.utils.data.Dataset):
         k = self.first + j
         indices = self.order.indices(k)
         images = np.asarray(self.dataset.get_images(indices), dtype=np.float32)  # (B, H, W, C) in [0, 1]
+        if self.uint8:
+            pixels = torch.from_numpy(np.ascontiguousarray(to_uint8(images))).permute(0, 3, 1, 2)
+            return uint8_to_model_range(pixels).contiguous(), torch.from_numpy(self.dataset.index_to_factors(indices)), k
         images = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2) * 2.0 - 1.0
         return images.contiguous(), torch.from_numpy(self.dataset.index_to_factors(indices)), k
 
 
-def batch_loader(dataset, order: BatchOrder, first: int, count: int, num_workers: int = 0) -> torch.utils.data.DataLoader:
+def batch_loader(dataset, order: BatchOrder, first: int, count: int, num_workers: int = 0,
+                 uint8: bool = False) -> torch.utils.data.DataLoader:
     """A `DataLoader` over micro-batches `first .. first + count - 1` (already batched: `batch_size=None`)."""
     return torch.utils.data.DataLoader(
-        RenderedBatches(dataset, order, first, count), batch_size=None, shuffle=False, num_workers=num_workers,
+        RenderedBatches(dataset, order, first, count, uint8=uint8), batch_size=None, shuffle=False, num_workers=num_workers,
         persistent_workers=False,
     )
 

@@ -54,6 +54,9 @@ from arg_checks import check_training_args  # noqa: E402
 from checkpointing import (check_run_folder, checkpoint_step, load_checkpoint, lock_run_folder, run_training,  # noqa: E402
                            save_checkpoint, write_run_settings)
 from noise_schedules import NOISE_SCHEDULES, make_noise_scheduler  # noqa: E402
+from fast_path import (DeviceBatches, LossMonitor, build_uint8_grid, configure_tf32, fits_on_device,  # noqa: E402
+                       grid_bytes, make_adamw, memory_format, prepare_models, training_forward)
+from latent_cache import load_latent_cache  # noqa: E402
 from presets import ENCDIFF_PRESETS, load_preset  # noqa: E402
 from validation import (RunLog, check_held_images, concept_metrics, push_failure_message, read_log,  # noqa: E402
                         save_decoder_images, save_validation_images)
@@ -128,6 +131,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--loss_type", default="l1", choices=["l1", "l2"], help="L1 (paper) or L2 on the target")
     p.add_argument("--mixed_precision", default=None, choices=["no", "fp16", "bf16"], help="overrides accelerate's config")
     p.add_argument("--dataloader_num_workers", type=int, default=0, help="processes rendering/reading batches ahead")
+    # GPU speed knobs (fast_path.py); off by default: the training step is then exactly the plain one
+    p.add_argument("--allow_tf32", action="store_true", help="TF32 matmuls and convolutions (CUDA only)")
+    p.add_argument("--compile_unet", action="store_true", help="torch.compile the U-Net of the training step (same weights; validation and checkpoints use the plain module)")
+    p.add_argument("--fused_adamw", action="store_true", help="torch.optim.AdamW(fused=True)")
+    p.add_argument("--channels_last", action="store_true", help="channels-last memory format for the models and their inputs")
+    p.add_argument("--foreach_ema", action="store_true", help="update the EMA U-Net with torch's foreach kernels")
+    p.add_argument("--host_sync_steps", type=int, default=None,
+                   help="read back and check the losses once every K steps (one host sync); default 1 on CPU "
+                        "(every step, as before), 50 on CUDA; the logged losses are the same")
+    p.add_argument("--data_on_device", action="store_true",
+                   help="hold the whole dataset as a uint8 tensor on the device and gather batches there (same "
+                        "batch order; images rounded to 8 bits); falls back to the DataLoader (also rounded) when "
+                        "it needs more than half the free device memory")
+    p.add_argument("--latent_cache", default=None,
+                   help="safetensors file of the dataset's first-stage latents (training/latent_cache.py): training "
+                        "reads them by index and never runs the first stage's encoder; needs --vae_path (a VQModel)")
     # checkpoints
     p.add_argument("--checkpointing_steps", type=int, default=500, help="save a resumable checkpoint every K optimizer steps")
     p.add_argument("--checkpoints_total_limit", type=int, default=None, help="keep at most this many checkpoints (oldest deleted)")
@@ -181,6 +200,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"--encoder_lr_scale must be a finite number > 0, got {args.encoder_lr_scale}")
     if not 0.0 <= args.skip_dropout < 1.0:
         p.error(f"--skip_dropout must be in [0, 1), got {args.skip_dropout}")
+    if args.latent_cache is not None and args.vae_path is None:
+        p.error("--latent_cache needs --vae_path (the VQ first stage that wrote it: it decodes the validation images)")
+    if args.host_sync_steps is not None and args.host_sync_steps < 1:
+        p.error(f"--host_sync_steps must be >= 1, got {args.host_sync_steps}")
     if args.validation_steps is None and args.validation_minutes is None:
         args.validation_steps = args.checkpointing_steps
     if args.validation_steps is not None and args.validation_steps < 1:
@@ -313,6 +336,18 @@ def main(args: argparse.Namespace) -> str:
     image_shape = tuple(dataset[0][0].shape)
     set_seed(args.seed)
     encoder, unet = build_models(args, image_shape, vae)
+    configure_tf32(args.allow_tf32, accelerator.device)
+    prepare_models(encoder, unet, channels_last=args.channels_last)
+    latent_cache = None
+    if args.latent_cache is not None:
+        if not isinstance(vae, VQModel):
+            raise SystemExit(f"error: --latent_cache needs a VQModel first stage, --vae_path {args.vae_path} is a {type(vae).__name__}")
+        latent_cache, cache_meta = load_latent_cache(args.latent_cache, len(dataset))
+        if bool(cache_meta.get("uint8")) != args.data_on_device:
+            logger.warning(f"--latent_cache {args.latent_cache} encoded {'8-bit' if cache_meta.get('uint8') else 'float'} images "
+                           f"but training feeds {'8-bit' if args.data_on_device else 'float'} ones (--data_on_device); "
+                           "write the cache with latent_cache.py " + ("--uint8" if args.data_on_device else "without --uint8")
+                           + " for latents of exactly the training images", main_process_only=True)
     order = BatchOrder(len(dataset), args.train_batch_size, args.seed, accelerator.num_processes, accelerator.process_index)
     metric_names = [] if args.validation_metrics == "none" else args.validation_metrics.split(",")
     accelerator.wait_for_everyone()
@@ -329,12 +364,17 @@ def main(args: argparse.Namespace) -> str:
     latent_scale = 1.0
     if vae is not None:  # the paper: latents scaled by 1 / std of the first batch (the same batch on every process)
         first = BatchOrder(len(dataset), args.train_batch_size, args.seed).indices(0)
-        images = torch.from_numpy(dataset.get_images(first)).permute(0, 3, 1, 2) * 2.0 - 1.0
-        with torch.no_grad():
-            latent_scale = float(1.0 / encode_latents(vae, images).float().std())
+        if latent_cache is not None:
+            latent_scale = float(1.0 / latent_cache[torch.from_numpy(first)].float().std())
+        else:
+            images = torch.from_numpy(dataset.get_images(first)).permute(0, 3, 1, 2) * 2.0 - 1.0
+            with torch.no_grad():
+                latent_scale = float(1.0 / encode_latents(vae, images).float().std())
         vae.to(accelerator.device)
 
-    ema_unet = EMAModel(unet.parameters(), decay=args.ema_decay, model_cls=UNet2DConditionModel, model_config=unet.config)
+    ema_kwargs = {"foreach": True} if args.foreach_ema else {}
+    ema_unet = EMAModel(unet.parameters(), decay=args.ema_decay, model_cls=UNet2DConditionModel, model_config=unet.config,
+                        **ema_kwargs)
 
     # checkpoints hold models as save_pretrained folders (diffusers' examples), plus the EMA U-Net
     def save_model_hook(models, weights, output_dir):
@@ -359,14 +399,15 @@ def main(args: argparse.Namespace) -> str:
     accelerator.register_save_state_pre_hook(save_model_hook)
     accelerator.register_load_state_pre_hook(load_model_hook)
 
-    optimizer = torch.optim.AdamW([{"params": list(encoder.parameters()), "lr": args.learning_rate * args.encoder_lr_scale},
-                                   {"params": list(unet.parameters())}], lr=args.learning_rate,
-                                  weight_decay=args.adam_weight_decay)
+    optimizer = make_adamw([{"params": list(encoder.parameters()), "lr": args.learning_rate * args.encoder_lr_scale},
+                            {"params": list(unet.parameters())}], lr=args.learning_rate,
+                           weight_decay=args.adam_weight_decay, fused=args.fused_adamw)
     lr_scheduler = get_scheduler(args.lr_scheduler, optimizer,
                                  num_warmup_steps=args.lr_warmup_steps * accelerator.num_processes,
                                  num_training_steps=(args.max_train_steps or 10**9) * accelerator.num_processes)
     encoder, unet, optimizer, lr_scheduler = accelerator.prepare(encoder, unet, optimizer, lr_scheduler)
     skip_dropout = SkipDropout(accelerator.unwrap_model(unet), args.skip_dropout)
+    unet_step = training_forward(unet, args.compile_unet)  # the training step's U-Net (compiled when asked)
 
     global_step, train_seconds = 0, 0.0
     log_path = os.path.join(args.output_dir, "logs", "train_log.jsonl")
@@ -378,9 +419,24 @@ def main(args: argparse.Namespace) -> str:
     ema_unet.to(accelerator.device)
 
     total_steps = args.max_train_steps or 10**9
-    loader = batch_loader(dataset, order, first=global_step * args.gradient_accumulation_steps,
-                          count=max(0, total_steps - global_step) * args.gradient_accumulation_steps,
-                          num_workers=args.dataloader_num_workers)
+    first_batch = global_step * args.gradient_accumulation_steps
+    batch_count = max(0, total_steps - global_step) * args.gradient_accumulation_steps
+    grid = None
+    if args.data_on_device:
+        if fits_on_device(grid_bytes(dataset), accelerator.device):
+            grid = build_uint8_grid(dataset, accelerator.device, num_workers=args.dataloader_num_workers)
+        else:
+            logger.warning(f"--data_on_device: the dataset ({grid_bytes(dataset) / 2**30:.1f} GiB as uint8) needs more than "
+                           "half the free device memory: DataLoader batches instead (the same values)", main_process_only=True)
+    if grid is not None:
+        loader = DeviceBatches(grid, dataset, order, first=first_batch, count=batch_count)
+        if latent_cache is not None:
+            latent_cache = latent_cache.to(accelerator.device)
+    else:
+        loader = batch_loader(dataset, order, first=first_batch, count=batch_count,
+                              num_workers=args.dataloader_num_workers, uint8=args.data_on_device)
+    host_sync_steps = args.host_sync_steps or (50 if accelerator.device.type == "cuda" else 1)
+    monitor = LossMonitor(accelerator.gather, args.gradient_accumulation_steps, host_sync_steps)
     held_rng = np.random.RandomState(args.seed)
     held_images = torch.from_numpy(held.get_images(held_rng.choice(len(held), args.num_validation_images, replace=False)))
     held_images = held_images.permute(0, 3, 1, 2) * 2.0 - 1.0
@@ -421,18 +477,22 @@ def main(args: argparse.Namespace) -> str:
     every_s = float("inf") if args.validation_minutes is None else 60 * args.validation_minutes
     next_validation_s = (train_seconds // every_s + 1) * every_s if args.validation_minutes else every_s
     progress = tqdm(total=args.max_train_steps, initial=global_step, desc="steps", disable=not accelerator.is_local_main_process)
-    last_validation, last_checkpoint, step_loss = None, None, 0.0
+    last_validation, last_checkpoint = None, None
     encoder.train()
     unet.train()
     start_time = time.time()
     tick = time.perf_counter()  # training time runs from here; validation and checkpoints restart it
     for images, _, k in loader:
         generator = step_generator(args.seed, int(k), accelerator.process_index)
-        images = images.to(accelerator.device)
+        images = memory_format(images.to(accelerator.device), args.channels_last)
         with accelerator.accumulate(encoder, unet):
             with torch.no_grad():
-                clean = images if vae is None else encode_latents(vae, images, generator) * latent_scale
-            tokens = encoder(images).tokens
+                if latent_cache is not None:  # the first stage's encoder never runs
+                    index = torch.from_numpy(order.indices(int(k))).to(latent_cache.device, non_blocking=True)
+                    clean = latent_cache.index_select(0, index).to(accelerator.device, non_blocking=True) * latent_scale
+                else:
+                    clean = images if vae is None else encode_latents(vae, images, generator) * latent_scale
+            tokens = encoder(images, check_inputs=False).tokens
             if deterministic:  # EncDec w/o Diff: zeros at t=0 -> the image, no noise
                 prediction = deterministic_decode(unet, tokens, unet_config)
                 loss_fn = F.l1_loss if args.loss_type == "l1" else F.mse_loss
@@ -440,11 +500,9 @@ def main(args: argparse.Namespace) -> str:
             else:
                 noisy, timesteps, noise = objective.noise(clean, generator)
                 skip_dropout.generator = generator
-                prediction = unet(noisy, timesteps, **unet_kwargs(unet_config, tokens)).sample
+                prediction = unet_step(memory_format(noisy, args.channels_last), timesteps, **unet_kwargs(unet_config, tokens)).sample
                 loss = objective.loss(clean, noisy, timesteps, noise, prediction)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"loss is {loss.item()} at step {global_step + 1}; lower --learning_rate or check the data")
-            step_loss += accelerator.gather(loss.detach()).mean().item() / args.gradient_accumulation_steps
+            monitor.add(loss, global_step + 1)  # checked and read back every --host_sync_steps steps
             accelerator.backward(loss)
             if accelerator.sync_gradients and args.max_grad_norm > 0:
                 accelerator.clip_grad_norm_(list(encoder.parameters()) + list(unet.parameters()), args.max_grad_norm)
@@ -458,17 +516,22 @@ def main(args: argparse.Namespace) -> str:
         global_step += 1
         train_seconds += time.perf_counter() - tick
         # the main process's clock decides, for every process alike (they must all validate / stop together)
-        decision = torch.tensor([train_seconds >= next_validation_s, train_seconds >= budget_s], device=accelerator.device)
-        validate_now, out_of_time = (bool(x) for x in broadcast(decision, from_process=0))
+        validate_now, out_of_time = train_seconds >= next_validation_s, train_seconds >= budget_s
+        if accelerator.num_processes > 1:  # one process needs no broadcast (and no host sync)
+            decision = torch.tensor([validate_now, out_of_time], device=accelerator.device)
+            validate_now, out_of_time = (bool(x) for x in broadcast(decision, from_process=0))
         lr = lr_scheduler.get_last_lr()[0]
         progress.update(1)
-        progress.set_postfix(loss=f"{step_loss:.4f}", lr=f"{lr:.2e}")
-        if log is not None:
-            log.write({"event": "train", "step": global_step, "loss": step_loss, "lr": lr,
-                       "images_seen": global_step * images_per_step, "epoch": order.epoch_of(int(k)),
-                       "train_seconds": round(train_seconds, 3), "seconds": round(time.time() - start_time, 3)})
-        step_loss = 0.0
         last_step = out_of_time or global_step >= total_steps
+        flush = (last_step or validate_now or global_step % args.checkpointing_steps == 0
+                 or bool(args.validation_steps and global_step % args.validation_steps == 0))
+        record = {"event": "train", "step": global_step, "loss": None, "lr": lr,
+                  "images_seen": global_step * images_per_step, "epoch": order.epoch_of(int(k)),
+                  "train_seconds": round(train_seconds, 3), "seconds": round(time.time() - start_time, 3)}
+        for done in monitor.end_step(record, flush):
+            progress.set_postfix(loss=f"{done['loss']:.4f}", lr=f"{done['lr']:.2e}")
+            if log is not None:
+                log.write(done)
         if global_step % args.checkpointing_steps == 0:
             save_checkpoint(accelerator, args.output_dir, global_step, args.checkpoints_total_limit)
             last_checkpoint = global_step

@@ -253,19 +253,27 @@ class ConceptEncoderModel(ModelMixin, ConfigMixin):
         if not torch.isfinite(images).all():
             raise ValueError("images contain NaN or infinite values.")
 
-    def encode_concepts(self, images: torch.Tensor) -> torch.Tensor:
-        """Images `(B, C, H, W)` in [-1, 1] -> raw concepts `(B, N)` (`(B, N, d)` for "vector")."""
-        self.check_inputs(images)
+    def encode_concepts(self, images: torch.Tensor, check_inputs: bool = True) -> torch.Tensor:
+        """Images `(B, C, H, W)` in [-1, 1] -> raw concepts `(B, N)` (`(B, N, d)` for "vector").
+
+        `check_inputs=False` skips `check_inputs` (its `isfinite` reads the device back: a host sync);
+        the training loop passes it, the pipeline keeps the checks at its boundary.
+        """
+        if check_inputs:
+            self.check_inputs(images)
         features = self.trunk(images.to(self.dtype)).flatten(1)
         concepts = self.concept_head(features)
         if self.config.token_type == "vector":
             concepts = concepts.view(-1, self.config.num_concepts, self.config.token_dim)
         return concepts
 
-    def concepts_to_tokens(self, concepts: torch.Tensor) -> torch.Tensor:
-        """Concepts `(B, N)` -> tokens `(B, N, d)`; the identity (after a shape check) for "vector"."""
+    def concepts_to_tokens(self, concepts: torch.Tensor, check_inputs: bool = True) -> torch.Tensor:
+        """Concepts `(B, N)` -> tokens `(B, N, d)`; the identity (after a shape check) for "vector".
+        `check_inputs=False` skips the shape and finiteness checks (no host sync)."""
         n, d = self.config.num_concepts, self.config.token_dim
         vector = self.config.token_type == "vector"
+        if not check_inputs:
+            return concepts if vector else self.token_mlp(concepts.to(self.dtype))
         expected = (n, d) if vector else (n,)
         if concepts.ndim != 1 + len(expected) or tuple(concepts.shape[1:]) != expected:
             shape = ", ".join(map(str, ("B", *expected)))
@@ -274,10 +282,18 @@ class ConceptEncoderModel(ModelMixin, ConfigMixin):
             raise ValueError("concepts contain NaN or infinite values.")
         return concepts if vector else self.token_mlp(concepts.to(self.dtype))
 
-    def forward(self, images: torch.Tensor, return_dict: bool = True) -> ConceptEncoderOutput | tuple:
-        """Encode images `(B, C, H, W)` in [-1, 1] to concepts and tokens."""
-        concepts = self.encode_concepts(images)
-        tokens = self.concepts_to_tokens(concepts)
+    def forward(self, images: torch.Tensor, return_dict: bool = True, check_inputs: bool = True) -> ConceptEncoderOutput | tuple:
+        """Encode images `(B, C, H, W)` in [-1, 1] to concepts and tokens.
+
+        `check_inputs=False` (training loops) skips the shape / finiteness checks of the images and
+        of the concepts, which synchronise with the device.
+
+        Example:
+            >>> tokens = encoder(images).tokens                              # checked (pipeline boundary)
+            >>> tokens = encoder(images, check_inputs=False).tokens          # training step: no host sync
+        """
+        concepts = self.encode_concepts(images, check_inputs=check_inputs)
+        tokens = self.concepts_to_tokens(concepts, check_inputs=check_inputs)
         if not return_dict:
             return (concepts, tokens)
         return ConceptEncoderOutput(concepts=concepts, tokens=tokens)

@@ -97,8 +97,9 @@ class DiffusionObjective:
 
     def noise(self, clean: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(noisy x_t, timesteps, noise) for a batch of clean images; all randomness from `generator`."""
-        noise = torch.randn(clean.shape, generator=generator).to(clean.device, clean.dtype)
-        timesteps = self.sample_timesteps(clean.shape[0], generator).to(clean.device)
+        # drawn on the CPU (resumable: a pure function of the generator); non-blocking copies: no host sync on CUDA
+        noise = torch.randn(clean.shape, generator=generator).to(clean.device, clean.dtype, non_blocking=True)
+        timesteps = self.sample_timesteps(clean.shape[0], generator).to(clean.device, non_blocking=True)
         return self.scheduler.add_noise(clean, noise, timesteps), timesteps, noise
 
     def _coefficients(self, timesteps: torch.Tensor, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
