@@ -38,7 +38,7 @@ def _train(script, output_dir, steps, accumulation, resume=False):
             "--gradient_accumulation_steps", str(accumulation)]
     if resume:
         argv += ["--resume_from_checkpoint", "latest"]
-    script.main(script.parse_args(argv))
+    script.run_training(script.main, script.parse_args(argv))  # as the script runs it: the run's lock is released
 
 
 def _weights(checkpoint):
@@ -50,7 +50,7 @@ def _weights(checkpoint):
 
 
 def _optimizer_tensors(checkpoint):
-    state = torch.load(os.path.join(checkpoint, "optimizer.bin"), map_location="cpu", weights_only=False)
+    state = torch.load(os.path.join(checkpoint, "optimizer.bin"), map_location="cpu", weights_only=True)
     tensors = {}
     for index, entry in state["state"].items():
         for key, value in entry.items():

@@ -492,7 +492,8 @@ def main(args: argparse.Namespace) -> str:
                     clean = latent_cache.index_select(0, index).to(accelerator.device, non_blocking=True) * latent_scale
                 else:
                     clean = images if vae is None else encode_latents(vae, images, generator) * latent_scale
-            tokens = encoder(images, check_inputs=False).tokens
+            # a tuple, not the output dataclass: accelerate's mixed-precision wrapper rebuilds mappings by keyword
+            _, tokens = encoder(images, return_dict=False, check_inputs=False)
             if deterministic:  # EncDec w/o Diff: zeros at t=0 -> the image, no noise
                 prediction = deterministic_decode(unet, tokens, unet_config)
                 loss_fn = F.l1_loss if args.loss_type == "l1" else F.mse_loss
