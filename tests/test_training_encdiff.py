@@ -234,11 +234,12 @@ def test_bad_arguments_stop_before_training(tmp_path, monkeypatch, extra, messag
 
 def test_output_dir_of_another_run_and_unknown_preset(full_run, tmp_path, capsys):
     script = _script()
+    # as the script runs them (run_training releases the run folder's lock however main ends)
     with pytest.raises(SystemExit, match="already holds another run"):
-        script.main(script.parse_args(["--preset", "tiny", "--output_dir", full_run, "--max_train_steps", "2"]))
+        script.run_training(script.main, script.parse_args(["--preset", "tiny", "--output_dir", full_run, "--max_train_steps", "2"]))
     with pytest.raises(SystemExit, match="cannot resume .* different settings"):
-        script.main(script.parse_args(["--preset", "tiny", "--output_dir", full_run, "--max_train_steps", "8",
-                                       "--resume_from_checkpoint", "latest", "--seed", "4"]))
+        script.run_training(script.main, script.parse_args(["--preset", "tiny", "--output_dir", full_run, "--max_train_steps", "8",
+                                                            "--resume_from_checkpoint", "latest", "--seed", "4"]))
     with pytest.raises(SystemExit):
         script.parse_args(["--preset", "huge", "--output_dir", str(tmp_path), "--max_train_steps", "2"])
     assert "unknown --preset 'huge'" in capsys.readouterr().err
