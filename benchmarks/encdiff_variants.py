@@ -37,6 +37,10 @@ _FOUR_LEVELS = {"block_out_channels": [32, 64, 64, 64],
                 "down_block_types": ["DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
                 "up_block_types": ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D", "UpBlock2D"]}
 
+# the small U-Net without its 16x16 level: for 2x2 patches of 16x16 images
+_PATCHED_8 = {"block_out_channels": [64, 64], "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
+              "up_block_types": ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D"]}
+
 
 def merge(base: dict, overrides: dict) -> dict:
     out = copy.deepcopy(base)
@@ -71,6 +75,11 @@ VARIANTS: dict[str, tuple[str, dict[str, Any], list[str]]] = {
     "v_edge": ("v prediction, edge loss 1.0", {"training": {"prediction_type": "v_prediction", "edge_loss_weight": 1.0}}, []),
     "x0_logsnr_edge": ("x0 prediction, log-SNR ~ N(-1.5, 1.5), edge loss 1.0",
                        {"training": {**_X0_LOGSNR, "edge_loss_weight": 1.0}}, []),
+    # a cheaper U-Net step, or finer images at the same step: the U-Net on 2x2 pixel patches (PatchAutoencoder)
+    "patch_2": ("U-Net at 8x8 on 2x2 pixel patches (12 channels): levels 8-4, attention at both, channels 64-64",
+                {"patch_size": 2, "unet": _PATCHED_8}, []),
+    "pixels_32_patch_2": ("32x32 images, the U-Net at 16x16 on 2x2 pixel patches (the small U-Net), encoder at 32 px",
+                          {"image_size": 32, "patch_size": 2}, []),
     # the first tuning round (image size, U-Net layout, lr, batch), on the former preset
     "former_pixels_32": ("former preset at 32x32, 4-level U-Net (32-16-8-4, attention at 8x8 and 4x4)",
                          _former(image_size=32, unet=_FOUR_LEVELS), []),

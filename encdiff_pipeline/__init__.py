@@ -8,7 +8,7 @@ Example:
 __version__ = "0.1.0"
 
 from .evaluation import evaluate  # noqa: E402
-from .models import ConceptEncoderModel, ConceptEncoderOutput  # noqa: E402
+from .models import ConceptEncoderModel, ConceptEncoderOutput, PatchAutoencoder  # noqa: E402
 from .pipeline_encdiff import (  # noqa: E402
     EncDiffPipeline,
     EncDiffPipelineOutput,
@@ -23,6 +23,7 @@ __all__ = [
     "EncDiffPipelineOutput",
     "EncDiffSwapOutput",
     "EncDiffTraversalOutput",
+    "PatchAutoencoder",
     "__version__",
     "evaluate",
 ]

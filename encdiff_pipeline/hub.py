@@ -402,13 +402,13 @@ def _slot_classes() -> dict[str, tuple[type, ...]]:
     """What each component slot of an EncDiff pipeline must hold."""
     from diffusers import AutoencoderKL, UNet2DConditionModel, VQModel
 
-    from .models import ConceptEncoderModel
+    from .models import ConceptEncoderModel, PatchAutoencoder
 
     return {
         "encoder": (ConceptEncoderModel,),
         "unet": (UNet2DConditionModel,),
         "scheduler": (SchedulerMixin,),
-        "vae": (VQModel, AutoencoderKL),
+        "vae": (VQModel, AutoencoderKL, PatchAutoencoder),
     }
 
 

@@ -6,7 +6,7 @@ import os
 import pytest
 import torch
 
-from encdiff_pipeline.models import ConceptEncoderModel, unet_from_preset
+from encdiff_pipeline.models import ConceptEncoderModel, PatchAutoencoder, unet_from_preset
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 spec = importlib.util.spec_from_file_location("encdiff_variants", os.path.join(REPO, "benchmarks", "encdiff_variants.py"))
@@ -31,14 +31,18 @@ def test_variant_is_a_valid_preset_that_builds(name, tmp_path):
     path = tmp_path / "preset.json"
     path.write_text(json.dumps(preset))
     preset = variants.load_preset(config_file=str(path))  # what train_encdiff.py --config reads
-    size, enc = preset["image_size"], preset["encoder"]
+    size, enc, patch = preset["image_size"], preset["encoder"], preset["patch_size"]
     torch.manual_seed(0)
     encoder = ConceptEncoderModel(sample_size=size, **enc).eval()
-    unet = unet_from_preset(preset["unet_preset"], **{**preset["unet"], "sample_size": size,
+    first_stage = PatchAutoencoder(in_channels=3, patch_size=patch)  # patch 1: the pixels themselves
+    unet = unet_from_preset(preset["unet_preset"], **{"sample_size": size // patch, "in_channels": 3 * patch**2,
+                                                      "out_channels": 3 * patch**2, **preset["unet"],
                                                       "cross_attention_dim": enc["token_dim"]}).eval()
     x = torch.rand(2, 3, size, size) * 2 - 1
     with torch.no_grad():
         tokens = encoder(x).tokens
-        out = unet(x, torch.tensor([10, 500]), encoder_hidden_states=tokens).sample
-    assert tokens.shape == (2, enc["num_concepts"], enc["token_dim"]) and out.shape == x.shape
+        latents = first_stage.encode(x).latents
+        out = unet(latents, torch.tensor([10, 500]), encoder_hidden_states=tokens).sample
+    assert tokens.shape == (2, enc["num_concepts"], enc["token_dim"]) and out.shape == latents.shape
+    assert first_stage.decode(out).sample.shape == x.shape
     assert torch.isfinite(out).all()

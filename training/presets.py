@@ -1,7 +1,9 @@
 """Named EncDiff training presets: U-Net preset + concept-encoder settings + training defaults.
 
 A preset fixes the image size the model is built for, whether diffusion runs on the latents of a
-first stage (`--vae_path`), the encoder and U-Net configs, and recommended training hyperparameters
+first stage (`latent`: a trained one, `--vae_path`) or on p x p pixel patches folded into channels
+(`patch_size` > 1: a `PatchAutoencoder`, the U-Net at 1/p of the image's side), the encoder and
+U-Net configs, and recommended training hyperparameters
 (any of them can be overridden on the command line). A JSON file with the same keys can be passed
 with `--config`.
 
@@ -53,7 +55,7 @@ ENCDIFF_PRESETS: dict[str, dict[str, Any]] = {
     },
 }
 
-_KEYS = {"image_size", "latent", "encoder", "unet_preset", "unet", "training"}
+_KEYS = {"image_size", "latent", "patch_size", "encoder", "unet_preset", "unet", "training"}
 _TRAINING_KEYS = {"learning_rate", "lr_warmup_steps", "beta_schedule", "train_batch_size", "ema_decay", "prediction_type",
                   "timestep_sampling", "logsnr_mean", "logsnr_std", "edge_loss_weight", "skip_dropout", "encoder_lr_scale"}
 
@@ -88,6 +90,12 @@ def load_preset(name: str | None = None, config_file: str | None = None) -> dict
     if bad_training:
         raise ValueError(f"{source}: unknown training keys {sorted(bad_training)}; expected {sorted(_TRAINING_KEYS)}")
     preset.setdefault("latent", False)
+    preset.setdefault("patch_size", 1)
+    patch = preset["patch_size"]
+    if isinstance(patch, bool) or not isinstance(patch, int) or patch < 1 or preset["image_size"] % patch:
+        raise ValueError(f"{source}: patch_size must be a positive int dividing image_size {preset['image_size']}, got {patch!r}")
+    if patch > 1 and preset["latent"]:
+        raise ValueError(f"{source}: patch_size > 1 (the U-Net on pixel patches) and latent (a trained first stage) exclude each other")
     preset.setdefault("unet", {})
     preset.setdefault("training", {})
     return preset

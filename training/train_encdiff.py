@@ -61,7 +61,7 @@ from presets import ENCDIFF_PRESETS, load_preset  # noqa: E402
 from validation import (RunLog, check_held_images, concept_metrics, push_failure_message, read_log,  # noqa: E402
                         save_decoder_images, save_validation_images)
 
-from encdiff_pipeline.models import UNET_PRESETS, ConceptEncoderModel, unet_from_preset  # noqa: E402
+from encdiff_pipeline.models import UNET_PRESETS, ConceptEncoderModel, PatchAutoencoder, unet_from_preset  # noqa: E402
 from encdiff_pipeline.pipeline_encdiff import EncDiffPipeline  # noqa: E402
 from encdiff_pipeline.training import PREDICTION_TYPES, TIMESTEP_SAMPLINGS, DiffusionObjective, SkipDropout  # noqa: E402
 
@@ -303,7 +303,7 @@ def load_vae(path: str | None):
 
 def encode_latents(vae, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """Pixels in [-1, 1] -> first-stage latents (VQ: before quantisation; KL: a posterior sample or its mode)."""
-    if isinstance(vae, VQModel):
+    if isinstance(vae, (VQModel, PatchAutoencoder)):
         return vae.encode(images).latents
     dist = vae.encode(images).latent_dist
     return dist.sample(generator) if generator is not None else dist.mode()
@@ -334,6 +334,11 @@ def main(args: argparse.Namespace) -> str:
     dataset, held = load_datasets(args, args.preset_spec["image_size"])
     check_held_images(args.num_validation_images, held)
     image_shape = tuple(dataset[0][0].shape)
+    if args.preset_spec["patch_size"] > 1:  # the U-Net works on p x p patches of the pixels (a lossless first stage)
+        if vae is not None:
+            raise SystemExit(f"error: --vae_path {args.vae_path} and a preset with patch_size "
+                             f"{args.preset_spec['patch_size']} both give the U-Net's input; pass one of them")
+        vae = PatchAutoencoder(in_channels=image_shape[0], patch_size=args.preset_spec["patch_size"])
     set_seed(args.seed)
     encoder, unet = build_models(args, image_shape, vae)
     configure_tf32(args.allow_tf32, accelerator.device)
@@ -362,7 +367,7 @@ def main(args: argparse.Namespace) -> str:
     objective = DiffusionObjective(noise_scheduler, args.prediction_type, args.loss_type, args.timestep_sampling,
                                    args.logsnr_mean, args.logsnr_std, args.edge_loss_weight)
     latent_scale = 1.0
-    if vae is not None:  # the paper: latents scaled by 1 / std of the first batch (the same batch on every process)
+    if vae is not None and not isinstance(vae, PatchAutoencoder):  # the paper: latents scaled by 1 / std of the first batch (the same batch on every process)
         first = BatchOrder(len(dataset), args.train_batch_size, args.seed).indices(0)
         if latent_cache is not None:
             latent_scale = float(1.0 / latent_cache[torch.from_numpy(first)].float().std())
@@ -370,6 +375,7 @@ def main(args: argparse.Namespace) -> str:
             images = torch.from_numpy(dataset.get_images(first)).permute(0, 3, 1, 2) * 2.0 - 1.0
             with torch.no_grad():
                 latent_scale = float(1.0 / encode_latents(vae, images).float().std())
+    if vae is not None:
         vae.to(accelerator.device)
 
     ema_kwargs = {"foreach": True} if args.foreach_ema else {}

@@ -8,6 +8,7 @@ from .attention_capture import (
     cross_attention_layers,
 )
 from .concept_encoder import ConceptEncoderModel, ConceptEncoderOutput
+from .patch_autoencoder import PatchAutoencoder, PatchEncoderOutput
 from .unet_presets import UNET_PRESETS, unet_from_preset
 
 __all__ = [
@@ -16,6 +17,8 @@ __all__ = [
     "ConceptEncoderModel",
     "ConceptEncoderOutput",
     "LayerAttention",
+    "PatchAutoencoder",
+    "PatchEncoderOutput",
     "UNET_PRESETS",
     "aggregate_attention_maps",
     "capture_cross_attention",
