@@ -40,12 +40,9 @@ def cpu_rate(fn, seconds: float, per_call: int) -> tuple[float, float]:
 
 
 def training_paths(seconds: float, batch: int = 128, grid_items: int = 12_000) -> None:
-    """The batch paths of train_encdiff.py (training/batches.py, training/fast_path.py) at 64x64."""
-    import sys
-
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "training"))
-    from batches import BatchOrder, RenderedBatches
-    from fast_path import DeviceBatches, build_uint8_grid
+    """The batch paths of train_encdiff.py (`encdiff_pipeline.training.batches` and `.fast_path`) at 64x64."""
+    from encdiff_pipeline.training.batches import BatchOrder, RenderedBatches
+    from encdiff_pipeline.training.fast_path import DeviceBatches, build_uint8_grid
 
     data = ProceduralShapes3D(image_size=64)
     data.precompute()

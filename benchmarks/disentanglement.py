@@ -10,7 +10,7 @@ Each method trains in its own process; `--jobs J` runs J of them at once (give e
 `--num_threads` = cores / J so that they do not compete for cores), one after the other by default.
 EncDiff through `training/train_encdiff.py`, the baselines through `training/train_baseline.py`.
 Both read the same data (uniform draws over the whole procedural grid), score their representation
-on the same held sub-grid with the same metric code (`training/validation.py: concept_metrics`:
+on the same held sub-grid with the same metric code (`encdiff_pipeline.training.validation.concept_metrics`:
 FactorVAE, DCI, MIG) at intervals, and log to `RUN/logs/train_log.jsonl`. Curves are plotted
 against *training* seconds (validation excluded) and images seen.
 
@@ -24,8 +24,7 @@ The table is printed at the end.
 `.npz`, ...): the training scripts resize it to `--image_size` (and say so in their logs) and score
 the whole dataset as the held set.
 
-EncDiff ablations (`--ablations`) are forwarded to train_encdiff.py when it offers the flag; the ones
-it does not offer are listed and skipped.
+EncDiff ablations (`--ablations`) are forwarded to train_encdiff.py as its flags.
 """
 from __future__ import annotations
 
@@ -33,7 +32,6 @@ import argparse
 import json
 import os
 import platform
-import re
 import shutil
 import subprocess
 import sys
@@ -43,22 +41,25 @@ from typing import Any, Optional
 
 import numpy as np
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)  # this checkout, also without `pip install -e .`
-TRAINING = os.path.join(REPO, "training")
-sys.path.insert(0, TRAINING)
-from factor_data import PROCEDURAL, load_dataset  # noqa: E402
-from validation import read_log  # noqa: E402  (the training scripts' JSON-lines log)
+from encdiff_pipeline.atomic import atomic_path, write_text
+from encdiff_pipeline.data.run_data import HELD_GRID  # the training scripts' default held set
+from encdiff_pipeline.factor_importance import analyse
+from encdiff_pipeline.image_range import to_model_input
+from encdiff_pipeline.noise_schedules import NOISE_SCHEDULES
+from encdiff_pipeline.training.factor_data import PROCEDURAL, load_dataset
+from encdiff_pipeline.training.presets import load_preset
+from encdiff_pipeline.training.script_env import script_env
+from encdiff_pipeline.training.validation import read_log  # the training scripts' JSON-lines log
 
-from encdiff_pipeline.data.run_data import HELD_GRID  # noqa: E402  (the training scripts' default held set)
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TRAINING = os.path.join(REPO, "training")
 
 BASELINE_METHODS = ("beta_vae", "beta_tcvae", "factor_vae")
 LABELS = {"encdiff": "EncDiff", "beta_vae": "β-VAE", "beta_tcvae": "β-TCVAE", "factor_vae": "FactorVAE"}
-SCHEDULES = ("linear", "sqrt_linear", "sqrt", "cosine")
 # ablation group -> {method name: (train_encdiff.py flags it needs, what the method changes)}
 ABLATIONS: dict[str, dict[str, tuple[list[str], str]]] = {
     "tokens": {"encdiff_vector": (["--config"], "vector tokens (EncDiff-V)")},
-    "schedules": {f"encdiff_{s}": (["--beta_schedule"], f"{s} noise schedule") for s in SCHEDULES},
+    "schedules": {f"encdiff_{s}": (["--beta_schedule"], f"{s} noise schedule") for s in NOISE_SCHEDULES},
     "adagn": {"encdiff_adagn": (["--conditioning"], "tokens through AdaGN instead of cross-attention")},
     "no_diffusion": {"encdiff_no_diffusion": (["--decoder_type"], "encoder + deterministic decoder, no diffusion")},
 }
@@ -129,7 +130,7 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     if args.eval_every_minutes is None:
         args.eval_every_minutes = args.budget_minutes / 4
     try:
-        preset_size = load_encdiff_preset(args.encdiff_preset)["image_size"]
+        preset_size = load_preset(args.encdiff_preset)["image_size"]
     except ValueError as err:
         p.error(str(err))
     uses_encdiff = "encdiff" in args.methods or args.ablations
@@ -150,40 +151,14 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
 
 
 # -- what to run ----------------------------------------------------------------------------------
-def script_env(num_threads: Optional[int] = None) -> dict[str, str]:
-    """The environment of the training scripts: this checkout importable even without `pip install -e .`."""
-    env = dict(os.environ)
-    if num_threads:
-        env["OMP_NUM_THREADS"] = str(num_threads)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [REPO, env.get("PYTHONPATH")]))
-    return env
-
-
-def encdiff_flags() -> set[str]:
-    """The flags train_encdiff.py offers (read from its --help)."""
-    out = subprocess.run([sys.executable, os.path.join(TRAINING, "train_encdiff.py"), "--help"],
-                         capture_output=True, text=True, cwd=REPO, env=script_env())
-    if out.returncode != 0:
-        raise SystemExit(f"error: train_encdiff.py --help failed:\n{out.stderr[-2000:]}")
-    return set(re.findall(r"(--[a-z_]+)", out.stdout))
-
-
 def plan_methods(args) -> tuple[list[str], list[str]]:
     """(methods to run, ablations skipped with the reason)."""
     methods, skipped = list(args.methods), []
-    needs_encdiff = "encdiff" in methods or args.ablations
-    flags = encdiff_flags() if needs_encdiff and os.path.exists(os.path.join(TRAINING, "train_encdiff.py")) else set()
-    if needs_encdiff and not flags:
-        skipped.append("encdiff and its ablations: training/train_encdiff.py is missing")
-        methods = [m for m in methods if m != "encdiff"]
-    default_schedule = load_encdiff_preset(args.encdiff_preset)["training"].get("beta_schedule")
-    for group in args.ablations if flags else []:
-        for name, (needed, what) in ABLATIONS[group].items():
-            missing = [f for f in needed if f not in flags]
+    default_schedule = load_preset(args.encdiff_preset)["training"].get("beta_schedule")
+    for group in args.ablations:
+        for name in ABLATIONS[group]:
             if name == f"encdiff_{default_schedule}" and "encdiff" in methods:
                 skipped.append(f"{name}: the same run as encdiff (the {args.encdiff_preset!r} preset's schedule)")
-            elif missing:
-                skipped.append(f"{name} ({what}): train_encdiff.py has no {', '.join(missing)}")
             elif name not in methods:
                 methods.append(name)
     return methods, skipped
@@ -201,7 +176,7 @@ def encdiff_command(args, method: str, seed: int, run_dir: str) -> list[str]:
         cmd += ["--config", vector_token_config(args, run_dir)]
     else:
         cmd += ["--preset", args.encdiff_preset]
-    if method.removeprefix("encdiff_") in SCHEDULES:
+    if method.removeprefix("encdiff_") in NOISE_SCHEDULES:
         cmd += ["--beta_schedule", method.removeprefix("encdiff_")]
     if method == "encdiff_adagn":
         cmd += ["--conditioning", "adagn"]
@@ -229,17 +204,9 @@ def load_held(args):
     return load_dataset(args.dataset, {"image_size": args.image_size})
 
 
-def load_encdiff_preset(name: str) -> dict:
-    if TRAINING not in sys.path:
-        sys.path.insert(0, TRAINING)
-    from presets import load_preset  # training/presets.py
-
-    return load_preset(name)
-
-
 def vector_token_config(args, run_dir: str) -> str:
     """A preset file: the EncDiff preset with vector tokens (EncDiff-V)."""
-    preset = load_encdiff_preset(args.encdiff_preset)
+    preset = load_preset(args.encdiff_preset)
     preset["encoder"]["token_type"] = "vector"
     path = os.path.join(os.path.dirname(run_dir), f"{os.path.basename(run_dir)}_preset.json")
     with open(path, "w", encoding="utf-8") as f:
@@ -265,7 +232,7 @@ def run(args, method: str, seed: int) -> dict:
     print(f"\n== {method}, seed {seed} started: {' '.join(cmd[1:])}", flush=True)
     t0 = time.time()
     with open(run_dir + ".log", "w", encoding="utf-8") as log:
-        code = subprocess.run(cmd, cwd=REPO, env=script_env(args.num_threads), stdout=log, stderr=subprocess.STDOUT).returncode
+        code = subprocess.run(cmd, cwd=REPO, env=script_env(REPO, args.num_threads), stdout=log, stderr=subprocess.STDOUT).returncode
     message = f"== {method}, seed {seed}: exit {code} after {time.time() - t0:.0f} s wall-clock"
     if code != 0:
         with open(run_dir + ".log", encoding="utf-8") as f:
@@ -325,7 +292,6 @@ def collect(args, methods: list[str]) -> list[dict]:
 
 def add_importance(args, runs: list[dict]) -> None:
     """Per run (procedural data, run folder present): held-out accuracy and completeness of each factor."""
-    from factor_importance import analyse  # benchmarks/factor_importance.py
 
     for run in runs:
         run_dir = os.path.join(args.output_dir, run["run_dir"])
@@ -445,10 +411,9 @@ def plot_curves(runs: list[dict], path: str, title: str) -> None:
     axes[0, 0].legend(loc="best", fontsize=8)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=110)
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 # -- grids ----------------------------------------------------------------------------------------
@@ -489,7 +454,7 @@ def encdiff_traversal(args, run_dir: str, num_images: int = 8, num_values: int =
     pipe.set_progress_bar_config(disable=True)
     held = load_held(args)
     rng = np.random.RandomState(0)
-    images = torch.from_numpy(held.get_images(rng.choice(len(held), num_images, replace=False))).permute(0, 3, 1, 2) * 2 - 1
+    images = to_model_input(held.get_images(rng.choice(len(held), num_images, replace=False)))
     concepts = pipe.encode(images)
     rows = []
     for k in range(concepts.shape[1]):
@@ -548,12 +513,8 @@ def report(args, methods: list[str], skipped: list[str], launches: list[dict]) -
     markdown += "\n\n![learning curves](learning_curves.png)\n"
     for method, paths in grids.items():
         markdown += "".join(f"\n{label(method)} {kind}: ![{method} {kind}]({path})\n" for kind, path in paths.items())
-    os.makedirs(args.output_dir, exist_ok=True)
     for name, text in (("results.json", json.dumps(results, indent=2, default=str)), ("results.md", markdown)):
-        tmp = os.path.join(args.output_dir, name + ".tmp")
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, os.path.join(args.output_dir, name))
+        write_text(os.path.join(args.output_dir, name), text)
     plot_curves(runs, os.path.join(args.output_dir, "learning_curves.png"), title)
     print("\n" + table + "\n" + "\n".join(notes), flush=True)
     print(f"\nwrote {os.path.join(args.output_dir, 'results.md')}, results.json, learning_curves.png, grids/", flush=True)

@@ -25,13 +25,12 @@ from typing import Any
 
 import numpy as np
 
+from encdiff_pipeline.factor_importance import analyse
+from encdiff_pipeline.training.presets import load_preset
+from encdiff_pipeline.training.script_env import script_env
+from encdiff_pipeline.training.validation import read_log
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO, "training"))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from disentanglement import script_env  # noqa: E402  (the harness's environment of the training scripts)
-from factor_importance import analyse  # noqa: E402
-from presets import load_preset  # noqa: E402
-from validation import read_log  # noqa: E402
 
 _FOUR_LEVELS = {"block_out_channels": [32, 64, 64, 64],
                 "down_block_types": ["DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
@@ -118,7 +117,7 @@ def run_variant(args, name: str) -> int:
            "--report_to", "none", *VARIANTS[name][2]]
     print(f"== {name}: {' '.join(cmd[1:])}", flush=True)
     with open(run_dir + ".log", "w", encoding="utf-8") as log:
-        code = subprocess.run(cmd, cwd=REPO, env=script_env(args.num_threads), stdout=log, stderr=subprocess.STDOUT).returncode
+        code = subprocess.run(cmd, cwd=REPO, env=script_env(REPO, args.num_threads), stdout=log, stderr=subprocess.STDOUT).returncode
     print(f"== {name}: exit {code}", flush=True)
     if code == 0:  # which concept holds which factor, at the end of the run
         result = analyse(run_dir, num_train=2000, num_test=1000)

@@ -7,7 +7,7 @@
 Steps (the device is CUDA when `torch.cuda.is_available()`, else the CPU):
 1. the environment: torch, CUDA, GPU name, CPU count;
 2. training images/s of the `paper` preset (34.8M U-Net on 16x16x3 latents + the paper's concept
-   encoder on 64x64 pixels, batch 128; bench_unet.TrainStep) under each knob alone: fp32 (the
+   encoder on 64x64 pixels, batch 128; encdiff_pipeline.training.throughput.TrainStep) under each knob alone: fp32 (the
    baseline: NCHW, foreach AdamW), bf16 autocast, TF32, torch.compile of the U-Net, channels_last,
    fused AdamW; then all knobs faster than the baseline together ("best");
 3. a quickly trained VQ f=4 first stage (train_autoencoder.py --preset paper for `--vq_minutes`; or
@@ -35,12 +35,11 @@ import time
 
 import torch
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "training"))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from encdiff_pipeline.training.presets import ENCDIFF_PRESETS
+from encdiff_pipeline.training.script_env import script_env
+from encdiff_pipeline.training.throughput import TrainStep
 
-from bench_unet import TrainStep  # noqa: E402
-from presets import ENCDIFF_PRESETS  # noqa: E402
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 TARGET_IMAGES = 3_600_000
 # knob name -> (TrainStep options, train_encdiff.py flags)
@@ -130,9 +129,8 @@ def measure_knobs(args, device: torch.device) -> dict:
 def run(command: list[str], timeout: float, log_path: str) -> float:
     """Run a stage (a python script) with its output in `log_path`; its wall seconds; stop on failure."""
     start = time.perf_counter()
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
     with open(log_path, "w", encoding="utf-8") as log:
-        proc = subprocess.run([sys.executable, *command], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        proc = subprocess.run([sys.executable, *command], cwd=ROOT, env=script_env(ROOT), stdout=log, stderr=subprocess.STDOUT,
                               timeout=timeout)
     if proc.returncode != 0:
         tail = open(log_path, encoding="utf-8").read()[-3000:]
@@ -158,7 +156,7 @@ def train_first_stage(args, out: str) -> tuple[str, float]:
 def write_latent_cache(args, vq: str, out: str, workers: int) -> tuple[str, float]:
     path = os.path.join(out, "latents.safetensors")
     data = ["--image_size", "16", "--dataset_options", json.dumps(SMOKE_DATA)] if args.smoke else ["--image_size", "64"]
-    seconds = run([os.path.join(ROOT, "training", "latent_cache.py"), "--vae_path", vq, "--output", path, "--uint8",
+    seconds = run(["-m", "encdiff_pipeline.training.latent_cache", "--vae_path", vq, "--output", path, "--uint8",
                    "--num_workers", str(workers), *data], timeout=900, log_path=os.path.join(out, "latent_cache.log"))
     return path, seconds
 

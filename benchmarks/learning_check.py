@@ -1,7 +1,7 @@
 """Learning check: does training make the concepts disentangled? (a benchmark script, not a test)
 
 Trains the small CPU preset on procedural Shapes3D for a fixed wall-clock budget with
-training/train_encdiff.py (in this process, one CPU process), then prints FactorVAE, DCI and MIG of
+training/train_encdiff.py (one CPU process), then prints FactorVAE, DCI and MIG of
 the learned concepts next to those of the same encoder at initialisation (same preset, same seed,
 untrained), both scored on the same held 10,000-point sub-grid of the Shapes3D factors.
 
@@ -12,22 +12,23 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
 
 import torch
+from accelerate.utils import set_seed
+
+from encdiff_pipeline.data import load_factor_dataset
+from encdiff_pipeline.data.run_data import HELD_GRID
+from encdiff_pipeline.models import ConceptEncoderModel
+from encdiff_pipeline.pipeline_encdiff import EncDiffPipeline
+from encdiff_pipeline.training.presets import load_preset
+from encdiff_pipeline.training.script_env import script_env
+from encdiff_pipeline.training.validation import concept_metrics, read_log
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "training"))
-
-import train_encdiff  # noqa: E402
-from validation import concept_metrics, read_log  # noqa: E402
-
-from encdiff_pipeline.data import load_factor_dataset  # noqa: E402
-from encdiff_pipeline.data.run_data import HELD_GRID  # noqa: E402
-from encdiff_pipeline.models import ConceptEncoderModel  # noqa: E402
-from encdiff_pipeline.pipeline_encdiff import EncDiffPipeline  # noqa: E402
 
 
 def main() -> None:
@@ -42,17 +43,17 @@ def main() -> None:
     args = p.parse_args()
 
     output_dir = args.output_dir or os.path.join(tempfile.mkdtemp(prefix="learning_check_"), "run")
-    train_args = train_encdiff.parse_args([
-        "--preset", args.preset, "--output_dir", output_dir, "--seed", str(args.seed),
-        "--max_train_minutes", str(args.minutes), "--checkpointing_steps", "1000000",
-        "--validation_metrics", "none", "--validation_inference_steps", "20", *args.extra.split()])
-    spec = train_args.preset_spec
+    train_args = ["--preset", args.preset, "--output_dir", output_dir, "--seed", str(args.seed),
+                  "--max_train_minutes", str(args.minutes), "--checkpointing_steps", "1000000",
+                  "--validation_metrics", "none", "--validation_inference_steps", "20", *args.extra.split()]
+    spec = load_preset(args.preset)
     torch.manual_seed(args.seed)  # the training script's initialisation: set_seed(seed), then the encoder first
-    train_encdiff.set_seed(args.seed)
+    set_seed(args.seed)
     untrained = ConceptEncoderModel(in_channels=3, sample_size=spec["image_size"], **spec["encoder"])
 
     start = time.time()
-    train_encdiff.main(train_args)
+    subprocess.run([sys.executable, os.path.join(ROOT, "training", "train_encdiff.py"), *train_args], cwd=ROOT,
+                   env=script_env(ROOT), check=True)
     seconds = time.time() - start
     steps = read_log(os.path.join(output_dir, "logs", "train_log.jsonl"))
     train_records = [r for r in steps if r["event"] == "train"]

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 from encdiff_pipeline.data import load_factor_dataset
 from encdiff_pipeline.models import ConceptEncoderModel
+from encdiff_pipeline.image_range import to_model_input
 
 
 def probe(image_size: int, minutes: float | None = None, steps: int | None = None, batch_size: int = 64, lr: float = 1e-3,
@@ -40,7 +41,7 @@ def probe(image_size: int, minutes: float | None = None, steps: int | None = Non
     torch.manual_seed(seed)
     model = ConceptEncoderModel(in_channels=3, sample_size=image_size, num_concepts=sum(sizes), token_dim=2, width=width)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
-    to_tensor = lambda idx: torch.from_numpy(data.get_images(idx)).permute(0, 3, 1, 2) * 2 - 1  # noqa: E731
+    to_tensor = lambda idx: to_model_input(data.get_images(idx))  # noqa: E731
     bounds = np.cumsum([0] + sizes)
     done, start = 0, time.perf_counter()
     model.train()

@@ -27,6 +27,7 @@ import torch
 from encdiff_pipeline.data import load_factor_dataset
 from encdiff_pipeline.pipeline_encdiff import EncDiffPipeline
 from encdiff_pipeline.training import DiffusionObjective
+from encdiff_pipeline.image_range import to_model_input
 
 
 def _levels(num_train: int, num_levels: int) -> list[int]:
@@ -129,7 +130,7 @@ def main(argv: list[str] | None = None) -> dict:
     data = load_factor_dataset("procedural-shapes3d", image_size=size)
     rng = np.random.RandomState(args.seed)
     factors = data.sample_factors(args.num_images, rng)
-    to_tensor = lambda f: torch.from_numpy(data.get_images(data.factors_to_index(f))).permute(0, 3, 1, 2) * 2 - 1  # noqa: E731
+    to_tensor = lambda f: to_model_input(data.get_images(data.factors_to_index(f)))  # noqa: E731
     neighbours = []
     for f, size_f in enumerate(data.factor_sizes):  # the same images with factor f moved one step (cyclically)
         moved = factors.copy()

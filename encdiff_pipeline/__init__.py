@@ -5,8 +5,7 @@ Example:
     >>> pipe = EncDiffPipeline.from_pretrained("path/to/saved/pipeline")
     >>> concepts = pipe.encode(images)  # (B, N) concept scalars
 """
-__version__ = "0.1.0"
-
+from .version import __version__
 from .evaluation import evaluate  # noqa: E402
 from .models import ConceptEncoderModel, ConceptEncoderOutput, PatchAutoencoder  # noqa: E402
 from .pipeline_encdiff import (  # noqa: E402

@@ -18,12 +18,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import tempfile
 import time
 from typing import Any, Callable, Optional, Sequence, Union
 
 import numpy as np
 
+from .atomic import write_text
+from .encoder_protocol import ConceptEncoder
 from .metrics import METRICS, compute_representation_table, compute_tad
 
 DEFAULT_METRICS = ("factor_vae", "dci", "mig", "sap", "modularity")
@@ -99,17 +100,20 @@ def _load_pipeline(path_or_id: str):
 def make_encode_function(model: Any) -> tuple[Callable[[np.ndarray], np.ndarray], str]:
     """A function images (B, H, W, C) float [0, 1] -> codes (B, N) or (B, N, d) numpy, and a model label.
 
-    `model` is a pipeline folder or Hub id, an object with `.encode(images)` (EncDiffPipeline:
-    (B, C, H, W) tensors in [-1, 1] -> concepts), a `ConceptEncoderModel` (or any torch module whose
-    output has `.concepts`), or a plain callable on the dataset's observations.
+    `model` is a `ConceptEncoder` (`encoder_protocol.py`: `ConceptEncoderModel`, the baselines), a
+    pipeline folder or Hub id, an object with `.encode(images)` (EncDiffPipeline: (B, C, H, W) tensors
+    in [-1, 1] -> concepts), any torch module whose output has `.concepts`, or a plain callable on the
+    dataset's observations.
     """
     if isinstance(model, (str, os.PathLike)):
         label = os.fspath(model)
         model = _load_pipeline(label)
     else:
         label = type(model).__name__
-    if hasattr(model, "encode") or hasattr(model, "encode_concepts") or _is_torch_module(model):
+    if isinstance(model, ConceptEncoder) or hasattr(model, "encode") or _is_torch_module(model):
         import torch
+
+        from .image_range import to_model_input
 
         for module in (model, getattr(model, "encoder", None)):
             if _is_torch_module(module):
@@ -117,12 +121,12 @@ def make_encode_function(model: Any) -> tuple[Callable[[np.ndarray], np.ndarray]
         device = _device_of(model)
 
         def encode(images: np.ndarray) -> np.ndarray:
-            x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)).permute(0, 3, 1, 2) * 2.0 - 1.0
+            x = to_model_input(np.asarray(images, dtype=np.float32))
             with torch.no_grad():
-                if hasattr(model, "encode"):
-                    codes = model.encode(x)
-                elif hasattr(model, "encode_concepts"):
+                if isinstance(model, ConceptEncoder):  # EncDiff's encoder, the baselines
                     codes = model.encode_concepts(x.to(device))
+                elif hasattr(model, "encode"):  # EncDiffPipeline: moves the images itself
+                    codes = model.encode(x)
                 else:
                     out = model(x.to(device))
                     codes = getattr(out, "concepts", out[0] if isinstance(out, (tuple, list)) else out)
@@ -279,20 +283,6 @@ def _jsonable(value):
 
 
 # ------------------------------------------------------------------------------------------- CLI
-def _write_atomically(path: str, text: str) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
-
-
 def _parse_option(text: str) -> tuple[str, Any]:
     if "=" not in text:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
@@ -374,10 +364,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                       random_seed=args.seed, dataset_options=options, progress=not args.no_progress)
     model_index = report.to_model_index(model_name=os.path.basename(os.path.normpath(args.pipeline)))
     payload = dict(report, model_index=model_index)
-    _write_atomically(args.out, json.dumps(payload, indent=2) + "\n")
+    write_text(args.out, json.dumps(payload, indent=2) + "\n")
     markdown = report.to_markdown()
     if args.markdown:
-        _write_atomically(args.markdown, markdown)
+        write_text(args.markdown, markdown)
     print(markdown)
     print(f"report written to {args.out}")
     return 0

@@ -4,6 +4,9 @@ The card's YAML metadata (library_name diffusers, tags, datasets, metrics and a 
 the evaluation results when known) is built with `huggingface_hub.ModelCardData`; the body is the
 Jinja template rendered by `huggingface_hub.ModelCard.from_template`.
 
+A training script passes what it knows of the run as data (`training`: see `render_model_card`);
+the template renders it as the card's "Training run" section.
+
 Example:
     >>> card = render_model_card(pipe, repo_id="user/encdiff-shapes3d", datasets=["eurecom-ds/shapes3d"],
     ...                          metrics={"eurecom-ds/shapes3d": {"factor_vae": 0.999, "dci": 0.969}})
@@ -55,6 +58,7 @@ def render_model_card(
     license: str | None = None,
     base_model: str | None = None,
     template_path: str | Path | None = None,
+    training: Mapping | None = None,
 ) -> ModelCard:
     """Render the model card of an `EncDiffPipeline`.
 
@@ -68,6 +72,10 @@ def render_model_card(
         tags: extra tags (added to encdiff, diffusers, disentanglement, ...).
         license, base_model: metadata fields, omitted when `None`.
         template_path: a different Jinja template (default: `model_cards/encdiff.md`).
+        training: facts of the training run, for the card's "Training run" section: `script`,
+            `dataset`, `recipe` (the preset or config file), `beta_schedule`, `learning_rate`, `steps`,
+            `images_seen`, `train_seconds`, `conditioning`, `decoder_type`, `metrics_step`, `metrics`
+            (`{metric: value}`) and `swap_image` (a file name beside the card); omitted when `None`.
     """
     model_name = repo_id.rstrip("/").split("/")[-1] if repo_id else "EncDiff"
     repo_id = repo_id or "path/to/this/folder"
@@ -115,4 +123,5 @@ def render_model_card(
             else "pixel-space diffusion"
         ),
         results=results,
+        training=dict(training) if training is not None else None,
     )

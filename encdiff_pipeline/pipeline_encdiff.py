@@ -7,8 +7,10 @@ scheduler (DDIM by default) and an optional first-stage autoencoder (`VQModel` /
 
 This file is also shipped, bundled with the models it imports, as the remote code of a saved
 pipeline (`DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)`), so at module level
-it imports only torch, numpy, PIL, diffusers and `encdiff_pipeline.models`; the Hub helpers of the
-installed package are looked up at call time.
+it imports only torch, numpy, PIL, diffusers and this package's modules that need nothing else
+(models, conditioning, latents, noise schedules, image conventions), which the bundle inlines. The
+link to the Hub helpers runs one way, pipeline -> `encdiff_pipeline.hub`, imported where it is
+used (`_package_hub`), so that the standalone copy works without the package.
 
 Example:
     >>> import torch
@@ -25,7 +27,6 @@ Example:
 """
 from __future__ import annotations
 
-import importlib
 import inspect
 import numbers
 from contextlib import contextmanager
@@ -43,7 +44,11 @@ from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
+from .conditioning import unet_conditioning
+from .image_range import to_model_input
+from .latents import decode_from_diffusion, encode_to_diffusion
 from .models import aggregate_attention_maps, capture_cross_attention
+from .noise_schedules import schedule_config
 
 ImageInput = Union[PIL.Image.Image, np.ndarray, torch.Tensor, Sequence[Union[PIL.Image.Image, np.ndarray, torch.Tensor]]]
 OUTPUT_TYPES = ("pil", "np", "pt")
@@ -96,9 +101,10 @@ class EncDiffTraversalOutput(BaseOutput):
 def _package_hub():
     """The installed package's Hub helpers, or `None` when this file runs as standalone remote code."""
     try:
-        return importlib.import_module("encdiff_pipeline.hub")
+        from encdiff_pipeline import hub
     except ImportError:
         return None
+    return hub
 
 
 class EncDiffPipeline(DiffusionPipeline):
@@ -135,14 +141,7 @@ class EncDiffPipeline(DiffusionPipeline):
     ):
         super().__init__()
         if scheduler is None:
-            scheduler = DDIMScheduler(
-                num_train_timesteps=1000,
-                beta_schedule="scaled_linear",
-                beta_start=0.0015,
-                beta_end=0.0155,
-                clip_sample=False,
-                prediction_type="epsilon",
-            )
+            scheduler = DDIMScheduler(**schedule_config("linear"))
         self._check_components(encoder, unet, vae, latent_scale)
         self.register_modules(encoder=encoder, unet=unet, scheduler=scheduler, vae=vae)
         self.register_to_config(latent_scale=float(latent_scale))
@@ -249,8 +248,7 @@ class EncDiffPipeline(DiffusionPipeline):
                     )
             else:
                 raise ValueError(f"numpy images must be uint8 (0..255) or float ([0, 1]), got dtype {image.dtype}.")
-            tensor = torch.from_numpy(array if array.ndim == 4 else array[None]).permute(0, 3, 1, 2)
-            return tensor * 2.0 - 1.0
+            return to_model_input(array if array.ndim == 4 else array[None])
         if isinstance(image, torch.Tensor):
             if image.ndim not in (3, 4):
                 raise ValueError(f"Expected {expected} as a torch (C, H, W) or (B, C, H, W) tensor, got shape {tuple(image.shape)}.")
@@ -313,17 +311,11 @@ class EncDiffPipeline(DiffusionPipeline):
 
     def _latents_from_images(self, images: torch.Tensor) -> torch.Tensor:
         """Pixels in [-1, 1] -> diffusion-space samples (vae latents * latent_scale, or the pixels)."""
-        if self.vae is None:
-            return images.float()
-        encoded = self.vae.encode(images.to(self.vae.dtype))
-        latents = encoded.latents if hasattr(encoded, "latents") else encoded.latent_dist.mode()
-        return latents.float() * self.config.latent_scale
+        return encode_to_diffusion(self.vae, images, self.config.latent_scale)
 
     def _decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Diffusion-space samples -> pixels (roughly [-1, 1])."""
-        if self.vae is None:
-            return latents
-        return self.vae.decode((latents / self.config.latent_scale).to(self.vae.dtype)).sample.float()
+        return decode_from_diffusion(self.vae, latents, self.config.latent_scale)
 
     def _step_kwargs(self, generator, eta: float) -> dict[str, Any]:
         """`eta` and `generator` for schedulers whose `step` takes them (DDIM does)."""
@@ -336,13 +328,8 @@ class EncDiffPipeline(DiffusionPipeline):
         return kwargs
 
     def _conditioning(self, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The U-Net's conditioning inputs: the tokens as cross-attention context and, for a U-Net that
-        takes them through its timestep embedding (`class_embed_type="projection"`, the AdaGN
-        ablation), flattened as `class_labels`."""
-        kwargs = {"encoder_hidden_states": tokens}
-        if self.unet.config.class_embed_type == "projection":
-            kwargs["class_labels"] = tokens.flatten(1)
-        return kwargs
+        """The U-Net's conditioning inputs for `tokens` (see `encdiff_pipeline.conditioning`)."""
+        return unet_conditioning(self.unet.config, tokens)
 
     def _noise_shape(self, batch_size: int) -> tuple[int, int, int, int]:
         size = self.unet.config.sample_size

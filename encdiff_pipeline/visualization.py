@@ -19,6 +19,8 @@ import PIL.Image
 import PIL.ImageDraw
 import torch
 
+from .image_range import to_unit_images
+
 GridInput = Union[Sequence[PIL.Image.Image], Sequence[Sequence[PIL.Image.Image]], np.ndarray, torch.Tensor]
 
 
@@ -147,8 +149,8 @@ def attention_grid(
     """One row per image: the image, then its per-token attention maps overlaid (`maps` `(B, N, H, W)`
     from `EncDiffPipeline.attention_maps`). Images as for `to_pil_images`; torch images in [-1, 1]
     (the pipeline's input convention) are mapped to [0, 1] first."""
-    if isinstance(images, torch.Tensor) and images.min() < 0:
-        images = (images + 1) / 2
+    if isinstance(images, torch.Tensor):
+        images = to_unit_images(images)
     pil_images = to_pil_images(images)
     if maps.ndim != 4 or maps.shape[0] != len(pil_images):
         raise ValueError(f"maps must be (B, N, H, W) with B={len(pil_images)} images, got shape {tuple(maps.shape)}.")

@@ -14,6 +14,7 @@ import torch
 from encdiff_pipeline import EncDiffPipeline
 from encdiff_pipeline.data import load_factor_dataset
 from encdiff_pipeline.visualization import attention_grid
+from encdiff_pipeline.image_range import to_model_input
 
 
 def main() -> None:
@@ -28,7 +29,7 @@ def main() -> None:
     pipe = EncDiffPipeline.from_pretrained(args.pipeline)
     data = load_factor_dataset("procedural-shapes3d", image_size=pipe.encoder.config.sample_size)
     indices = np.random.RandomState(args.seed).randint(len(data), size=args.num_images)
-    images = torch.from_numpy(data.get_images(indices)).permute(0, 3, 1, 2) * 2 - 1
+    images = to_model_input(data.get_images(indices))
     maps = pipe.attention_maps(images, timestep=args.timesteps, generator=torch.Generator().manual_seed(args.seed))
     attention_grid(images, maps).save(args.out)
     print(f"wrote {args.out}: {args.num_images} images x {maps.shape[1]} concept tokens")

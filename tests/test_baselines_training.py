@@ -1,5 +1,4 @@
 """training/train_baseline.py and the comparison harness benchmarks/disentanglement.py, on tiny settings."""
-import importlib.util
 import json
 import math
 import os
@@ -13,15 +12,8 @@ from encdiff_pipeline.baselines import FactorVAEModel, load_baseline
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def load_script(relative_path: str, name: str):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, relative_path))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-train_baseline = load_script("training/train_baseline.py", "train_baseline")
-harness = load_script("benchmarks/disentanglement.py", "disentanglement_harness")
+from benchmarks import disentanglement as harness  # noqa: E402
+from training import train_baseline  # noqa: E402
 
 TINY_GRID = json.dumps({"factor_sizes": [2, 2, 2, 2, 2, 2]})
 
@@ -143,15 +135,13 @@ def test_mean_curve_importance_table_and_imported_runs(tmp_path):
         harness.parse_args(["--methods", "beta_vae", "--import_results", str(earlier), "--import_methods", "beta_vae"])
 
 
-def test_ablations_missing_from_train_encdiff_are_skipped(monkeypatch):
-    monkeypatch.setattr(harness, "encdiff_flags", lambda: {"--config", "--beta_schedule", "--preset"})
+def test_ablations_plan_skips_the_run_that_repeats_encdiff():
     args = harness.parse_args(["--methods", "encdiff,beta_vae", "--ablations", "all"])
     methods, skipped = harness.plan_methods(args)
     # the small preset trains with the cosine schedule: encdiff_cosine would repeat the encdiff run
-    assert methods == ["encdiff", "beta_vae", "encdiff_linear", "encdiff_sqrt_linear", "encdiff_sqrt", "encdiff_vector"]
+    assert methods[:2] == ["encdiff", "beta_vae"] and "encdiff_cosine" not in methods
+    assert {"encdiff_linear", "encdiff_sqrt_linear", "encdiff_sqrt", "encdiff_vector"} <= set(methods)
     assert any(s.startswith("encdiff_cosine: the same run as encdiff") for s in skipped)
-    assert any(s.startswith("encdiff_adagn") and "--conditioning" in s for s in skipped)
-    assert any(s.startswith("encdiff_no_diffusion") for s in skipped)
     cmd = harness.encdiff_command(args, "encdiff_sqrt", 1, "/tmp/x/runs/encdiff_sqrt/seed1")
     assert cmd[cmd.index("--beta_schedule") + 1] == "sqrt" and cmd[cmd.index("--seed") + 1] == "1"
     assert cmd[cmd.index("--max_train_minutes") + 1] == "20.0"

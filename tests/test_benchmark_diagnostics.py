@@ -1,5 +1,4 @@
 """The diagnostics of benchmarks/: the token-gain map and the supervised probe, on tiny models."""
-import importlib.util
 import json
 import os
 
@@ -13,15 +12,7 @@ from encdiff_pipeline.models import unet_from_preset
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _script(name):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "benchmarks", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-token_gain = _script("token_gain")
-supervised_probe = _script("supervised_probe")
+from benchmarks import supervised_probe, token_gain  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,4 @@
 """benchmarks/factor_importance.py on a tiny saved pipeline: one row per concept, C and accuracy rows."""
-import importlib.util
 import os
 
 import numpy as np
@@ -9,21 +8,20 @@ from encdiff_pipeline import ConceptEncoderModel, EncDiffPipeline
 from encdiff_pipeline.models import unet_from_preset
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-spec = importlib.util.spec_from_file_location("factor_importance", os.path.join(REPO, "benchmarks", "factor_importance.py"))
-factor_importance = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(factor_importance)
+from benchmarks import factor_importance  # noqa: E402
+from encdiff_pipeline import factor_importance as analysis  # noqa: E402
 
 
 def test_prints_the_importance_matrix_of_a_saved_pipeline(tmp_path, capsys, monkeypatch):
     calls = []
-    fit = factor_importance.importance_per_factor
+    fit = analysis.importance_per_factor
 
     def spy(x_train, y_train, x_test, y_test, *args, **kwargs):
         result = fit(x_train, y_train, x_test, y_test, *args, **kwargs)
         calls.append(((x_train, y_train, x_test, y_test), result))
         return result
 
-    monkeypatch.setattr(factor_importance, "importance_per_factor", spy)
+    monkeypatch.setattr(analysis, "importance_per_factor", spy)
     torch.manual_seed(0)
     encoder = ConceptEncoderModel(sample_size=16, num_concepts=4, token_dim=8, width=16, mlp_hidden_dims=[16, 16])
     unet = unet_from_preset("tiny", sample_size=16, cross_attention_dim=8)

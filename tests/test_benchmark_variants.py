@@ -1,5 +1,4 @@
 """benchmarks/encdiff_variants.py: every variant is a valid preset whose models build and run."""
-import importlib.util
 import json
 import os
 
@@ -9,9 +8,7 @@ import torch
 from encdiff_pipeline.models import ConceptEncoderModel, PatchAutoencoder, unet_from_preset
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-spec = importlib.util.spec_from_file_location("encdiff_variants", os.path.join(REPO, "benchmarks", "encdiff_variants.py"))
-variants = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(variants)
+from benchmarks import encdiff_variants as variants  # noqa: E402
 
 
 def test_merge_overrides_nested_keys_without_touching_the_base():

@@ -2,20 +2,18 @@
 loss checks log the same losses, the encoder's unchecked forward, and the latent cache."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
-import sys
 
 import numpy as np
 import pytest
 import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "training"))
 
-from batches import BatchOrder, batch_loader  # noqa: E402
-from fast_path import DeviceBatches, LossMonitor, build_uint8_grid, make_adamw, training_forward  # noqa: E402
+from encdiff_pipeline.training.batches import BatchOrder, batch_loader  # noqa: E402
+from encdiff_pipeline.training.fast_path import (DeviceBatches, LossMonitor, build_uint8_grid, make_adamw,  # noqa: E402
+                                                 training_forward)
 
 from encdiff_pipeline.data import ProceduralShapes3D  # noqa: E402
 from encdiff_pipeline.models import ConceptEncoderModel  # noqa: E402
@@ -87,18 +85,17 @@ def test_fused_adamw_and_compile_flags():
 
 
 def _train_script():
-    spec = importlib.util.spec_from_file_location("train_encdiff_fast", os.path.join(ROOT, "training", "train_encdiff.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    from training import train_encdiff
+
+    return train_encdiff
 
 
 def test_latent_cache_matches_the_encoder_and_training_never_encodes(tmp_path, monkeypatch):
     """Cache the latents of a tiny VQ, then a latent-space run on device-resident data with every
     knob that works on CPU: the first stage's encoder runs only on the one-image shape probe."""
     from diffusers import VQModel
-    from latent_cache import load_latent_cache, main as cache_main
-    from train_autoencoder import AUTOENCODER_PRESETS
+    from encdiff_pipeline.training.latent_cache import load_latent_cache, main as cache_main
+    from training.train_autoencoder import AUTOENCODER_PRESETS
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     torch.manual_seed(0)

@@ -14,9 +14,7 @@ import torch
 
 from tests.test_training_encdiff import ROOT, TRAIN, _env, _script
 
-sys.path.insert(0, os.path.join(ROOT, "training"))
-import checkpointing  # noqa: E402
-import validation  # noqa: E402
+from encdiff_pipeline.training import checkpointing, validation  # noqa: E402
 
 TINY = ["--preset", "tiny", "--dataset_options", json.dumps({"factor_sizes": [2, 2, 2, 2, 2, 2]}),
         "--validation_metrics", "none", "--num_validation_images", "2", "--validation_inference_steps", "1",

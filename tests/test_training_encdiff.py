@@ -8,7 +8,6 @@ training).
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import socket
@@ -18,6 +17,9 @@ import sys
 import numpy as np
 import pytest
 import torch
+
+from encdiff_pipeline.deterministic_decoder import deterministic_decode
+from encdiff_pipeline.training.validation import logged_train_seconds
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN = os.path.join(ROOT, "training", "train_encdiff.py")
@@ -120,7 +122,7 @@ def test_killed_save_keeps_previous_checkpoint_and_resume_matches(full_run, tmp_
     before = {r["step"]: r["train_seconds"] for r in _log(run)}
 
     _launch([TRAIN, *args, "--resume_from_checkpoint", "latest"])  # continues from checkpoint-2
-    assert _script().logged_train_seconds(os.path.join(run, "logs", "train_log.jsonl"), 2) == before[2]
+    assert logged_train_seconds(os.path.join(run, "logs", "train_log.jsonl"), 2) == before[2]
     after = {r["step"]: r["train_seconds"] for r in _log(run)}  # training time continues from step 2's
     assert before[2] < after[3] < after[4] < after[5] < after[6]
     assert _checkpoints(run) == ["checkpoint-4", "checkpoint-6"]
@@ -204,17 +206,16 @@ def test_deterministic_decoder_trains_its_whole_training_time_budget(tmp_path):
     assert pipe.scheduler.config.prediction_type == "sample"
     images = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1
     with torch.no_grad():
-        decoded = _script().deterministic_decode(pipe.unet, pipe.encoder(images).tokens)
+        decoded = deterministic_decode(pipe.unet, pipe.encoder(images).tokens)
     assert decoded.shape == (2, 3, 16, 16) and torch.isfinite(decoded).all()
     assert "EncDec w/o Diff" in open(os.path.join(run, "README.md"), encoding="utf-8").read()
 
 
 # ---- bad arguments stop before training, with a clear message (in-process: nothing heavy runs) ----
 def _script():
-    spec = importlib.util.spec_from_file_location("train_encdiff_under_test", TRAIN)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    from training import train_encdiff
+
+    return train_encdiff
 
 
 @pytest.mark.parametrize("extra, message", [
@@ -262,4 +263,5 @@ def test_push_to_hub_uploads_pipeline_then_the_run_card(full_run, monkeypatch):
     (validation,) = _log(full_run, "validation")
     script.push(EncDiffPipeline.from_pretrained(full_run), args, validation)
     assert calls[0][:2] == ("pipeline", "run") and calls[0][2]["metrics"]["procedural-shapes3d"]["mig"] == validation["mig"]
-    assert calls[1:] == [("file", "user/run", "swap.png"), ("file", "user/run", "README.md")]
+    assert calls[0][2]["training"]["steps"] == 6 and calls[0][2]["training"]["swap_image"] == "swap.png"
+    assert calls[1:] == [("file", "user/run", "swap.png")]  # the card itself is the pipeline's, rendered once

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import itertools
 import json
 import os
@@ -32,10 +31,9 @@ def write_h5(path, seed=0):
 
 
 def _factor_data():
-    spec = importlib.util.spec_from_file_location("factor_data", os.path.join(ROOT, "training", "factor_data.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    from encdiff_pipeline.training import factor_data
+
+    return factor_data
 
 
 def test_load_datasets_resizes_dsprites_and_says_so(tmp_path, capsys):

@@ -8,7 +8,6 @@ or restarts the data order at the wrong micro-batch changes them.
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 
@@ -27,10 +26,9 @@ COMMON = ["--preset", "tiny", "--train_batch_size", "2", "--seed", "5", "--valid
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("train_encdiff_resume_test", TRAIN)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    from training import train_encdiff
+
+    return train_encdiff
 
 
 def _train(script, output_dir, steps, accumulation, resume=False):

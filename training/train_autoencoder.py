@@ -18,7 +18,6 @@ import argparse
 import json
 import math
 import os
-import sys
 import time
 
 import numpy as np
@@ -30,16 +29,16 @@ from diffusers import AutoencoderKL, VQModel
 from diffusers.optimization import get_scheduler
 from tqdm.auto import tqdm
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the helper modules next to this script
-from arg_checks import check_training_args  # noqa: E402
-from batches import BatchOrder, batch_loader, step_generator  # noqa: E402
-from checkpointing import (check_run_folder, checkpoint_step, load_checkpoint, lock_run_folder, run_training,  # noqa: E402
-                           save_checkpoint, write_run_settings)
-from factor_data import load_dataset  # noqa: E402
-from validation import CELL, RunLog  # noqa: E402
-
-from encdiff_pipeline.data.run_data import train_dataset_spec  # noqa: E402
-from encdiff_pipeline.visualization import image_grid  # noqa: E402
+from encdiff_pipeline.data.run_data import train_dataset_spec
+from encdiff_pipeline.image_range import to_model_input, to_unit_images
+from encdiff_pipeline.latents import encode_first_stage
+from encdiff_pipeline.training.arg_checks import check_training_args
+from encdiff_pipeline.training.batches import BatchOrder, batch_loader, step_generator
+from encdiff_pipeline.training.checkpointing import (check_run_folder, checkpoint_step, load_checkpoint, lock_run_folder,
+                                                     run_training, save_checkpoint, write_run_settings)
+from encdiff_pipeline.training.factor_data import load_dataset
+from encdiff_pipeline.training.validation import CELL, RunLog
+from encdiff_pipeline.visualization import image_grid
 
 ARGS_FILE = "training_args.json"
 RUN_IDENTITY = ("dataset", "dataset_options", "image_size", "model_type", "preset", "seed", "train_batch_size", "learning_rate",
@@ -96,11 +95,10 @@ class Reconstruction(torch.nn.Module):
 
     def forward(self, images: torch.Tensor, generator: torch.Generator | None = None):
         model = self.autoencoder
-        if isinstance(model, VQModel):
-            out = model.decode(model.encode(images).latents)
+        latents, posterior = encode_first_stage(model, images, generator)
+        if posterior is None:  # VQModel: the codebook + commitment loss comes with the decoding
+            out = model.decode(latents)
             return out.sample, out.commit_loss.mean()
-        posterior = model.encode(images).latent_dist
-        latents = posterior.sample(generator) if generator is not None else posterior.mode()
         return model.decode(latents).sample, posterior.kl().mean()
 
 
@@ -112,9 +110,9 @@ def evaluate_reconstruction(model, images: torch.Tensor, path: str) -> dict[str,
     model.train()
     x, y = (images + 1) / 2, (recon + 1) / 2
     mse = float(F.mse_loss(y, x))
-    to_np = lambda t: t[:16].permute(0, 2, 3, 1).float().cpu().numpy()  # noqa: E731
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    image_grid([to_np(x), to_np(y)], row_labels=["input", "reconstruction"], min_cell_size=CELL).save(path)
+    image_grid([to_unit_images(images[:16]), to_unit_images(recon[:16])], row_labels=["input", "reconstruction"],
+               min_cell_size=CELL).save(path)
     return {"mse": mse, "psnr": float(10 * math.log10(1.0 / max(mse, 1e-12)))}
 
 
@@ -152,7 +150,7 @@ def main(args: argparse.Namespace) -> str:
     total_steps = args.max_train_steps or 10**9
     loader = batch_loader(dataset, order, first=global_step, count=max(0, total_steps - global_step))
     held = np.random.RandomState(args.seed).choice(len(dataset), min(args.num_validation_images, len(dataset)), replace=False)
-    held_images = (torch.from_numpy(dataset.get_images(held)).permute(0, 3, 1, 2) * 2.0 - 1.0).to(accelerator.device)
+    held_images = to_model_input(dataset.get_images(held)).to(accelerator.device)
     log = RunLog(os.path.join(args.output_dir, "logs", "train_log.jsonl")) if accelerator.is_main_process else None
     progress = tqdm(total=args.max_train_steps, initial=global_step, desc="steps", disable=not accelerator.is_local_main_process)
     start_time, scores = time.time(), None

@@ -5,8 +5,8 @@
         --max_train_minutes 20 --validation_minutes 5
 
 The comparison harness (`benchmarks/disentanglement.py`) runs this script beside `train_encdiff.py`
-with the same data, budget and evaluation: the held dataset, the metrics code (`validation.py`'s
-`concept_metrics`, on the posterior means) and the log format (`logs/train_log.jsonl`) are
+with the same data, budget and evaluation: the held dataset, the metrics code
+(`encdiff_pipeline.training.validation.concept_metrics`, on the posterior means) and the log format (`logs/train_log.jsonl`) are
 train_encdiff.py's. Defaults are disentanglement_lib's study settings: batch 64, Adam lr 1e-4
 (betas 0.9/0.999; FactorVAE's discriminator: betas 0.5/0.9), 10 latents, Bernoulli likelihood; the
 encoder trunk is the concept encoder's (width 128).
@@ -22,8 +22,6 @@ import argparse
 import json
 import math
 import os
-import shutil
-import sys
 import time
 
 import numpy as np
@@ -31,14 +29,13 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the helper modules next to this script
-from arg_checks import check_training_args  # noqa: E402
-from factor_data import PROCEDURAL, load_datasets  # noqa: E402
-from validation import CELL, RunLog, concept_metrics  # noqa: E402
-
-from encdiff_pipeline.baselines import BASELINES, FactorVAEModel  # noqa: E402
-from encdiff_pipeline.visualization import image_grid, swap_grid_labels  # noqa: E402
-
+from encdiff_pipeline.atomic import atomic_folder, write_json
+from encdiff_pipeline.baselines import BASELINES, FactorVAEModel
+from encdiff_pipeline.image_range import to_model_input, to_unit_images
+from encdiff_pipeline.training.arg_checks import check_training_args
+from encdiff_pipeline.training.factor_data import PROCEDURAL, load_datasets
+from encdiff_pipeline.training.validation import CELL, RunLog, concept_metrics
+from encdiff_pipeline.visualization import image_grid, swap_grid_labels
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -88,18 +85,13 @@ def build_model(args, image_shape: tuple[int, int, int]):
     return BASELINES[args.model](**kwargs)
 
 
-def to_model_input(images: np.ndarray, device) -> torch.Tensor:
-    """(B, H, W, C) in [0, 1] -> (B, C, H, W) in [-1, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).to(device) * 2.0 - 1.0
-
-
 @torch.no_grad()
 def save_grids(model, images: torch.Tensor, output_dir: str, num_values: int = 8) -> dict[str, str]:
     """swap.png (row 0 inputs, row 1 reconstructions, row 1+k: latent k of every image set to image 0's)
     and traversal.png (row k: latent k of image 0 swept over its range on these images)."""
     was_training = model.training
     model.eval()
-    inputs = ((images + 1) / 2).unsqueeze(0)
+    inputs = torch.from_numpy(to_unit_images(images)).permute(0, 3, 1, 2).to(images.device).unsqueeze(0)
     paths = {"swap": os.path.join(output_dir, "swap.png"), "traversal": os.path.join(output_dir, "traversal.png")}
     swap_rows, columns = swap_grid_labels(model.config.num_latents, len(images), name="latent")
     swap_rows.insert(1, "reconstruction")
@@ -116,13 +108,8 @@ def save_grids(model, images: torch.Tensor, output_dir: str, num_values: int = 8
 
 def save_model(model, path: str) -> None:
     """save_pretrained into a temporary folder, then swap it in: a crash never leaves a half-written model."""
-    tmp, old = path + ".tmp", path + ".old"
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    if os.path.exists(path):
-        os.replace(path, old)
-    os.replace(tmp, path)
-    shutil.rmtree(old, ignore_errors=True)
+    with atomic_folder(path) as tmp:
+        model.save_pretrained(tmp)
 
 
 def main(args: argparse.Namespace) -> list[dict]:
@@ -133,9 +120,7 @@ def main(args: argparse.Namespace) -> list[dict]:
     set_seed(args.seed)
     dataset, held = load_datasets(args, args.image_size)
     model = build_model(args, dataset.get_images([0]).shape[1:])
-    os.makedirs(args.output_dir, exist_ok=True)
-    with open(os.path.join(args.output_dir, "training_args.json"), "w", encoding="utf-8") as f:
-        json.dump(vars(args), f, indent=2)
+    write_json(os.path.join(args.output_dir, "training_args.json"), vars(args), indent=2)
 
     is_factor_vae = isinstance(model, FactorVAEModel)
     optimizer = torch.optim.Adam(model.vae_parameters() if is_factor_vae else model.parameters(),

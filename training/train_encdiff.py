@@ -12,7 +12,7 @@ tensorboard when installed). At the end `output_dir` is an `EncDiffPipeline` fol
 `EncDiffPipeline.from_pretrained(output_dir)`.
 
 The loss is the paper's: mean L1 between the U-Net's and the true noise, with T=1000 and one of the
-four schedules the paper ablates (see noise_schedules.py). AdamW over encoder + U-Net with a linear
+four schedules the paper ablates (`encdiff_pipeline.noise_schedules`). AdamW over encoder + U-Net with a linear
 warm-up, EMA of the U-Net only; the saved pipeline carries the EMA U-Net. `--max_train_minutes` and
 `--validation_minutes` count training time only (data, forward, backward, optimiser; not validation,
 checkpoints or the final pipeline), in total across resumes, and every log record carries it as
@@ -25,7 +25,7 @@ The paper's two ablations:
 - `--decoder_type deterministic` ("EncDec w/o Diff"): the same encoder and U-Net, but the U-Net maps
   an all-zero input at timestep 0 to the image (or latent) in one pass, L1 loss, no noise. The
   saved folder still loads as an `EncDiffPipeline` (its encoder is what the metrics score), but its
-  DDIM generation is meaningless: decode with `deterministic_decode` instead.
+  DDIM generation is meaningless: decode with `encdiff_pipeline.deterministic_decoder.deterministic_decode`.
 """
 from __future__ import annotations
 
@@ -33,7 +33,6 @@ import argparse
 import json
 import logging
 import os
-import sys
 import time
 
 import numpy as np
@@ -42,28 +41,32 @@ import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.logging import get_logger
 from accelerate.utils import ProjectConfiguration, broadcast, set_seed
-from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel, VQModel
+from diffusers import DDIMScheduler, UNet2DConditionModel, VQModel
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the helper modules next to this script
-from batches import BatchOrder, batch_loader, step_generator  # noqa: E402
-from factor_data import PROCEDURAL, load_datasets  # noqa: E402
-from arg_checks import check_training_args  # noqa: E402
-from checkpointing import (check_run_folder, checkpoint_step, load_checkpoint, lock_run_folder, run_training,  # noqa: E402
-                           save_checkpoint, write_run_settings)
-from noise_schedules import NOISE_SCHEDULES, make_noise_scheduler  # noqa: E402
-from fast_path import (DeviceBatches, LossMonitor, build_uint8_grid, configure_tf32, fits_on_device,  # noqa: E402
-                       grid_bytes, make_adamw, memory_format, prepare_models, training_forward)
-from latent_cache import load_latent_cache  # noqa: E402
-from presets import ENCDIFF_PRESETS, load_preset  # noqa: E402
-from validation import (RunLog, check_held_images, concept_metrics, push_failure_message, read_log,  # noqa: E402
-                        save_decoder_images, save_validation_images)
-
-from encdiff_pipeline.models import UNET_PRESETS, ConceptEncoderModel, PatchAutoencoder, unet_from_preset  # noqa: E402
-from encdiff_pipeline.pipeline_encdiff import EncDiffPipeline  # noqa: E402
-from encdiff_pipeline.training import PREDICTION_TYPES, TIMESTEP_SAMPLINGS, DiffusionObjective, SkipDropout  # noqa: E402
+from encdiff_pipeline.conditioning import unet_conditioning
+from encdiff_pipeline.deterministic_decoder import deterministic_decode
+from encdiff_pipeline.image_range import to_model_input
+from encdiff_pipeline.latents import encode_latents, encode_to_diffusion
+from encdiff_pipeline.models import UNET_PRESETS, ConceptEncoderModel, PatchAutoencoder, unet_from_preset
+from encdiff_pipeline.noise_schedules import NOISE_SCHEDULES, make_noise_scheduler
+from encdiff_pipeline.pipeline_encdiff import EncDiffPipeline
+from encdiff_pipeline.training import PREDICTION_TYPES, TIMESTEP_SAMPLINGS, DiffusionObjective, SkipDropout
+from encdiff_pipeline.training.arg_checks import check_training_args
+from encdiff_pipeline.training.batches import BatchOrder, batch_loader, step_generator
+from encdiff_pipeline.training.checkpointing import (check_run_folder, checkpoint_step, load_checkpoint, lock_run_folder,
+                                                     run_training, save_checkpoint, write_run_settings)
+from encdiff_pipeline.training.factor_data import PROCEDURAL, load_datasets
+from encdiff_pipeline.training.fast_path import (DeviceBatches, LossMonitor, build_uint8_grid, configure_tf32,
+                                                 fits_on_device, grid_bytes, make_adamw, memory_format, prepare_models,
+                                                 training_forward)
+from encdiff_pipeline.training.first_stage import load_vae
+from encdiff_pipeline.training.latent_cache import load_latent_cache
+from encdiff_pipeline.training.presets import ENCDIFF_PRESETS, load_preset
+from encdiff_pipeline.training.validation import (RunLog, check_held_images, concept_metrics, logged_train_seconds,
+                                                  push_failure_message, save_decoder_images, save_validation_images)
 
 logger = get_logger(__name__)
 
@@ -73,9 +76,6 @@ RUN_IDENTITY = ("dataset", "dataset_options", "preset", "config", "vae_path", "s
                 "gradient_accumulation_steps", "num_processes", "beta_schedule", "prediction_type", "loss_type",
                 "learning_rate", "lr_scheduler", "lr_warmup_steps", "adam_weight_decay", "ema_decay", "conditioning",
                 "decoder_type", "timestep_sampling", "logsnr_mean", "logsnr_std", "edge_loss_weight", "skip_dropout", "encoder_lr_scale")
-# Their values for runs saved before the setting existed.
-RUN_IDENTITY_DEFAULTS = {"conditioning": "cross_attention", "decoder_type": "diffusion", "timestep_sampling": "uniform",
-                         "logsnr_mean": 0.0, "logsnr_std": 1.0, "edge_loss_weight": 0.0, "skip_dropout": 0.0, "encoder_lr_scale": 1.0}
 # Training settings a preset may set (its "training" dict) and their values when it does not.
 TRAINING_DEFAULTS = {"learning_rate": 3e-4, "lr_warmup_steps": 500, "beta_schedule": "linear", "train_batch_size": 32,
                      "ema_decay": 0.9999, "prediction_type": "epsilon", "timestep_sampling": "uniform",
@@ -251,64 +251,6 @@ def adagn_overrides(preset: dict, overrides: dict, encoder) -> dict:
             "projection_class_embeddings_input_dim": encoder.config.num_concepts * encoder.config.token_dim}
 
 
-def unet_kwargs(config, tokens: torch.Tensor) -> dict:
-    """The U-Net's conditioning inputs (given its config): tokens as cross-attention context, plus
-    (AdaGN U-Nets, `class_embed_type="projection"`) the flattened tokens as `class_labels`."""
-    kwargs = {"encoder_hidden_states": tokens}
-    if config.class_embed_type == "projection":
-        kwargs["class_labels"] = tokens.flatten(1)
-    return kwargs
-
-
-def deterministic_decode(unet, tokens: torch.Tensor, config=None, vae=None, latent_scale: float = 1.0) -> torch.Tensor:
-    """The `--decoder_type deterministic` decoder: tokens (B, N, d) -> the U-Net's output for an all-zero
-    input at timestep 0: the image in [-1, 1] (pixel space), or the scaled latent, decoded by `vae` when given.
-
-    Example:
-        >>> pipe = EncDiffPipeline.from_pretrained("runs/encdec")  # doctest: +SKIP
-        >>> images = deterministic_decode(pipe.unet, pipe.encoder(pixels).tokens, vae=pipe.vae,
-        ...                               latent_scale=pipe.config.latent_scale)  # doctest: +SKIP
-    """
-    config = config or unet.config
-    size = config.sample_size
-    zeros = torch.zeros(tokens.shape[0], config.in_channels, size, size, device=tokens.device, dtype=tokens.dtype)
-    timesteps = torch.zeros(tokens.shape[0], dtype=torch.long, device=tokens.device)
-    out = unet(zeros, timesteps, **unet_kwargs(config, tokens)).sample
-    return out if vae is None else vae.decode(out / latent_scale).sample
-
-
-def logged_train_seconds(log_path: str, step: int) -> float:
-    """The training time a resumed run had reached at `step` (its train record in the log; 0 if none)."""
-    if not os.path.isfile(log_path):
-        return 0.0
-    records = [r for r in read_log(log_path) if r.get("event") == "train" and r.get("step") == step]
-    return float(records[-1].get("train_seconds", 0.0)) if records else 0.0
-
-
-def load_vae(path: str | None):
-    if path is None:
-        return None
-    config_file = os.path.join(path, "config.json")
-    if not os.path.isfile(config_file):
-        raise SystemExit(f"error: --vae_path {path}: no config.json (expected a folder written by train_autoencoder.py)")
-    with open(config_file, encoding="utf-8") as f:
-        class_name = json.load(f).get("_class_name")
-    classes = {"VQModel": VQModel, "AutoencoderKL": AutoencoderKL}
-    if class_name not in classes:
-        raise SystemExit(f"error: --vae_path {path}: a {class_name!r}, expected one of {sorted(classes)}")
-    vae = classes[class_name].from_pretrained(path)
-    vae.requires_grad_(False)
-    return vae.eval()
-
-
-def encode_latents(vae, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Pixels in [-1, 1] -> first-stage latents (VQ: before quantisation; KL: a posterior sample or its mode)."""
-    if isinstance(vae, (VQModel, PatchAutoencoder)):
-        return vae.encode(images).latents
-    dist = vae.encode(images).latent_dist
-    return dist.sample(generator) if generator is not None else dist.mode()
-
-
 def main(args: argparse.Namespace) -> str:
     project = ProjectConfiguration(project_dir=args.output_dir, logging_dir=os.path.join(args.output_dir, "logs"))
     tracker = None
@@ -328,8 +270,7 @@ def main(args: argparse.Namespace) -> str:
     settings = {**{k: v for k, v in vars(args).items() if k != "preset_spec"}, "num_processes": accelerator.num_processes,
                 "preset_spec": args.preset_spec}
     run_lock = lock_run_folder(accelerator, args.output_dir)  # noqa: F841 (held until main returns)
-    resume_from = check_run_folder(args.output_dir, args.resume_from_checkpoint, settings, RUN_IDENTITY, ARGS_FILE,
-                                   RUN_IDENTITY_DEFAULTS)
+    resume_from = check_run_folder(args.output_dir, args.resume_from_checkpoint, settings, RUN_IDENTITY, ARGS_FILE)
     vae = load_vae(args.vae_path)
     dataset, held = load_datasets(args, args.preset_spec["image_size"])
     check_held_images(args.num_validation_images, held)
@@ -367,12 +308,13 @@ def main(args: argparse.Namespace) -> str:
     objective = DiffusionObjective(noise_scheduler, args.prediction_type, args.loss_type, args.timestep_sampling,
                                    args.logsnr_mean, args.logsnr_std, args.edge_loss_weight)
     latent_scale = 1.0
-    if vae is not None and not isinstance(vae, PatchAutoencoder):  # the paper: latents scaled by 1 / std of the first batch (the same batch on every process)
+    if vae is not None and not isinstance(vae, PatchAutoencoder):  # the paper: latents scaled by 1 / std of the first batch
+        # (the same batch on every process); pixel patches stay pixels
         first = BatchOrder(len(dataset), args.train_batch_size, args.seed).indices(0)
         if latent_cache is not None:
             latent_scale = float(1.0 / latent_cache[torch.from_numpy(first)].float().std())
         else:
-            images = torch.from_numpy(dataset.get_images(first)).permute(0, 3, 1, 2) * 2.0 - 1.0
+            images = to_model_input(dataset.get_images(first))
             with torch.no_grad():
                 latent_scale = float(1.0 / encode_latents(vae, images).float().std())
     if vae is not None:
@@ -444,8 +386,7 @@ def main(args: argparse.Namespace) -> str:
     host_sync_steps = args.host_sync_steps or (50 if accelerator.device.type == "cuda" else 1)
     monitor = LossMonitor(accelerator.gather, args.gradient_accumulation_steps, host_sync_steps)
     held_rng = np.random.RandomState(args.seed)
-    held_images = torch.from_numpy(held.get_images(held_rng.choice(len(held), args.num_validation_images, replace=False)))
-    held_images = held_images.permute(0, 3, 1, 2) * 2.0 - 1.0
+    held_images = to_model_input(held.get_images(held_rng.choice(len(held), args.num_validation_images, replace=False)))
     log = RunLog(log_path, accelerator) if accelerator.is_main_process else None
     images_per_step = args.train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps
     deterministic = args.decoder_type == "deterministic"
@@ -497,7 +438,7 @@ def main(args: argparse.Namespace) -> str:
                     index = torch.from_numpy(order.indices(int(k))).to(latent_cache.device, non_blocking=True)
                     clean = latent_cache.index_select(0, index).to(accelerator.device, non_blocking=True) * latent_scale
                 else:
-                    clean = images if vae is None else encode_latents(vae, images, generator) * latent_scale
+                    clean = encode_to_diffusion(vae, images, latent_scale, generator)
             # a tuple, not the output dataclass: accelerate's mixed-precision wrapper rebuilds mappings by keyword
             _, tokens = encoder(images, return_dict=False, check_inputs=False)
             if deterministic:  # EncDec w/o Diff: zeros at t=0 -> the image, no noise
@@ -507,7 +448,7 @@ def main(args: argparse.Namespace) -> str:
             else:
                 noisy, timesteps, noise = objective.noise(clean, generator)
                 skip_dropout.generator = generator
-                prediction = unet_step(memory_format(noisy, args.channels_last), timesteps, **unet_kwargs(unet_config, tokens)).sample
+                prediction = unet_step(memory_format(noisy, args.channels_last), timesteps, **unet_conditioning(unet_config, tokens)).sample
                 loss = objective.loss(clean, noisy, timesteps, noise, prediction)
             monitor.add(loss, global_step + 1)  # checked and read back every --host_sync_steps steps
             accelerator.backward(loss)
@@ -561,7 +502,7 @@ def main(args: argparse.Namespace) -> str:
         unwrapped_unet = accelerator.unwrap_model(unet)
         ema_unet.copy_to(unwrapped_unet.parameters())
         pipeline = make_pipeline(accelerator.unwrap_model(encoder), unwrapped_unet, noise_scheduler, vae, latent_scale)
-        write_pipeline(pipeline, args, last_validation, global_step, images_per_step)
+        write_pipeline(pipeline, args, last_validation)
         if args.push_to_hub:
             push(pipeline, args, last_validation)
     accelerator.wait_for_everyone()
@@ -580,45 +521,43 @@ def validation_metrics(validation: dict) -> dict[str, float]:
     return {k: v for k, v in validation.items() if isinstance(v, float) and k != "train_seconds"}
 
 
-def write_pipeline(pipeline: EncDiffPipeline, args, validation: dict, step: int, images_per_step: int) -> None:
-    """Save the pipeline into output_dir (beside checkpoints and logs) with a model card: metrics and swap grid."""
+def training_facts(args, validation: dict) -> dict:
+    """What the model card says of this run (`encdiff_pipeline.model_card.render_model_card(training=...)`),
+    as of its last validation (the end of the run)."""
+    return {"script": "training/train_encdiff.py", "dataset": args.dataset,
+            "recipe": args.config or f"preset {args.preset}", "beta_schedule": args.beta_schedule,
+            "learning_rate": args.learning_rate, "steps": validation["step"], "images_seen": validation["images_seen"],
+            "train_seconds": validation["train_seconds"], "conditioning": args.conditioning,
+            "decoder_type": args.decoder_type, "metrics_step": validation["step"],
+            "metrics": validation_metrics(validation), "swap_image": "swap.png"}
+
+
+def card_metrics(args, validation: dict) -> dict | None:
+    """The card's evaluation results: `{dataset name: {metric: value}}`, or None without metrics."""
+    metrics = validation_metrics(validation)
+    return {os.path.basename(os.path.normpath(args.dataset)): metrics} if metrics else None
+
+
+def write_pipeline(pipeline: EncDiffPipeline, args, validation: dict) -> None:
+    """Save the pipeline into output_dir (beside checkpoints and logs) with its model card and swap grid."""
     import shutil
 
     pipeline.encoder.eval()
-    metrics = validation_metrics(validation)
-    dataset_name = os.path.basename(os.path.normpath(args.dataset))
-    pipeline.save_pretrained(args.output_dir, metrics={dataset_name: metrics} if metrics else None)
     shutil.copyfile(os.path.join(args.output_dir, validation["images"]["swap"]), os.path.join(args.output_dir, "swap.png"))
-    card_path = os.path.join(args.output_dir, "README.md")
-    card = open(card_path, encoding="utf-8").read() if os.path.isfile(card_path) else "# EncDiff\n"
-    rows = "\n".join(f"| {name} | {value:.4f} |" for name, value in metrics.items())
-    card += (f"\n## Training run\n\nTrained with `training/train_encdiff.py` on `{args.dataset}` "
-             f"({args.config or 'preset ' + args.preset}, {args.beta_schedule} schedule, lr {args.learning_rate}): "
-             f"{step} steps, {step * images_per_step} images seen, {validation['train_seconds']:.0f} s of training.\n\n"
-             + ("Ablation: the tokens condition the U-Net through AdaGN only (no cross-attention).\n\n"
-                if args.conditioning == "adagn" else "")
-             + ("Ablation (EncDec w/o Diff): the U-Net decodes the image from the tokens in one pass (zeros at t=0); "
-                "the pipeline's DDIM generation is meaningless for it — use `deterministic_decode` in "
-                "training/train_encdiff.py.\n\n" if args.decoder_type == "deterministic" else "")
-             + f"Concept metrics on the held factor grid (step {validation['step']}):\n\n| metric | value |\n|---|---|\n{rows}\n\n"
-             "Swap grid (top row: inputs; row k+1: every image given image 0's value of concept k):\n\n![swap grid](swap.png)\n")
-    with open(card_path + ".tmp", "w", encoding="utf-8") as f:
-        f.write(card)
-    os.replace(card_path + ".tmp", card_path)
+    pipeline.save_pretrained(args.output_dir, metrics=card_metrics(args, validation),
+                             training=training_facts(args, validation))
 
 
 def push(pipeline: EncDiffPipeline, args, validation: dict) -> None:
-    """Upload the pipeline (the pipeline's own push), then this run's model card and swap grid over its card."""
+    """Upload the pipeline with its model card (the pipeline's own push), then the swap grid the card shows."""
     import huggingface_hub
 
-    metrics = validation_metrics(validation)
-    dataset_name = os.path.basename(os.path.normpath(args.dataset))
     try:
         repo_id = pipeline.push_to_hub(args.hub_model_id or os.path.basename(os.path.normpath(args.output_dir)),
-                                       metrics={dataset_name: metrics} if metrics else None)
-        for name in ("swap.png", "README.md"):
-            huggingface_hub.upload_file(path_or_fileobj=os.path.join(args.output_dir, name), path_in_repo=name,
-                                        repo_id=repo_id, commit_message=f"Add the training run's {name}")
+                                       metrics=card_metrics(args, validation),
+                                       training=training_facts(args, validation))
+        huggingface_hub.upload_file(path_or_fileobj=os.path.join(args.output_dir, "swap.png"), path_in_repo="swap.png",
+                                    repo_id=repo_id, commit_message="Add the training run's swap grid")
     except Exception as error:  # offline, no token, no network, refused
         raise SystemExit(push_failure_message(error, args.output_dir)) from None
 

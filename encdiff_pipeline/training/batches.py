@@ -7,7 +7,7 @@ starts at micro-batch `s * gradient_accumulation_steps` and sees exactly the dat
 run would have seen. Images come from `dataset.get_images(indices)` (one call per batch: much faster
 than per-item `__getitem__` for the procedural renderer), in a `DataLoader` so workers can render
 ahead. With `uint8=True` the images are first rounded to 8 bits (`to_uint8`), exactly as the
-device-resident grid (fast_path.DeviceBatches) stores them, so both paths give identical batches.
+device-resident grid (`fast_path.DeviceBatches`) stores them, so both paths give identical batches.
 
 Example:
     >>> order = BatchOrder(num_items=1000, batch_size=8, seed=0)
@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+
+from ..image_range import to_model_input
 
 
 class BatchOrder:
@@ -73,8 +75,7 @@ class RenderedBatches(torch.utils.data.Dataset):
         if self.uint8:
             pixels = torch.from_numpy(np.ascontiguousarray(to_uint8(images))).permute(0, 3, 1, 2)
             return uint8_to_model_range(pixels).contiguous(), torch.from_numpy(self.dataset.index_to_factors(indices)), k
-        images = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2) * 2.0 - 1.0
-        return images.contiguous(), torch.from_numpy(self.dataset.index_to_factors(indices)), k
+        return to_model_input(images).contiguous(), torch.from_numpy(self.dataset.index_to_factors(indices)), k
 
 
 def batch_loader(dataset, order: BatchOrder, first: int, count: int, num_workers: int = 0,

@@ -17,6 +17,7 @@ Example:
     >>> scheduler = make_noise_scheduler("cosine")
     >>> scheduler.config.beta_schedule
     'squaredcos_cap_v2'
+    >>> DDIMScheduler(**schedule_config("linear"))  # the pipeline's default sampler  # doctest: +SKIP
 """
 from __future__ import annotations
 
@@ -26,18 +27,30 @@ from diffusers import DDPMScheduler
 NOISE_SCHEDULES = ("linear", "sqrt_linear", "sqrt", "cosine")
 
 
-def make_noise_scheduler(
-    name: str = "linear", beta_start: float = 0.0015, beta_end: float = 0.0155, num_train_timesteps: int = 1000
-) -> DDPMScheduler:
-    """A `DDPMScheduler` (eps prediction) with one of the release's named schedules."""
+RELEASE_BETA_START, RELEASE_BETA_END, RELEASE_TIMESTEPS = 0.0015, 0.0155, 1000
+
+
+def schedule_config(
+    name: str = "linear", beta_start: float = RELEASE_BETA_START, beta_end: float = RELEASE_BETA_END,
+    num_train_timesteps: int = RELEASE_TIMESTEPS,
+) -> dict:
+    """The diffusers scheduler keyword arguments (eps prediction) of one of the release's named schedules."""
     common = dict(num_train_timesteps=num_train_timesteps, prediction_type="epsilon", clip_sample=False)
     if name == "linear":
-        return DDPMScheduler(beta_schedule="scaled_linear", beta_start=beta_start, beta_end=beta_end, **common)
+        return dict(beta_schedule="scaled_linear", beta_start=beta_start, beta_end=beta_end, **common)
     if name == "sqrt_linear":
-        return DDPMScheduler(beta_schedule="linear", beta_start=beta_start, beta_end=beta_end, **common)
+        return dict(beta_schedule="linear", beta_start=beta_start, beta_end=beta_end, **common)
     if name == "sqrt":
         betas = np.linspace(beta_start, beta_end, num_train_timesteps, dtype=np.float64) ** 0.5
-        return DDPMScheduler(trained_betas=betas.tolist(), beta_start=beta_start, beta_end=beta_end, **common)
+        return dict(trained_betas=betas.tolist(), beta_start=beta_start, beta_end=beta_end, **common)
     if name == "cosine":
-        return DDPMScheduler(beta_schedule="squaredcos_cap_v2", **common)
+        return dict(beta_schedule="squaredcos_cap_v2", **common)
     raise ValueError(f"unknown noise schedule {name!r}; expected one of {NOISE_SCHEDULES}")
+
+
+def make_noise_scheduler(
+    name: str = "linear", beta_start: float = RELEASE_BETA_START, beta_end: float = RELEASE_BETA_END,
+    num_train_timesteps: int = RELEASE_TIMESTEPS,
+) -> DDPMScheduler:
+    """A `DDPMScheduler` (eps prediction) with one of the release's named schedules."""
+    return DDPMScheduler(**schedule_config(name, beta_start, beta_end, num_train_timesteps))

@@ -28,6 +28,9 @@ import shutil
 import sys
 import zipfile
 
+from ..atomic import swap_into_place, write_json
+from ..hub import check_safetensors_file
+
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 LOCK_NAME = ".lock"
 # what a start that stopped before its first checkpoint can leave in its run folder (besides its args file)
@@ -46,8 +49,6 @@ def checkpoint_problem(path: str, siblings: list[str] | tuple = ()) -> str | Non
     complete safetensors file, that every `.bin` (optimizer, scheduler: torch zip archives) is
     readable, and that it has every entry its `siblings` (other checkpoints of the run) have.
     """
-    from encdiff_pipeline.hub import check_safetensors_file
-
     if not os.path.isdir(path):
         return "it is not a folder"
     entries = set(os.listdir(path))
@@ -140,13 +141,7 @@ def save_checkpoint(accelerator, output_dir: str, step: int, total_limit: int | 
                          "with --resume_from_checkpoint latest") from None
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        stale = None
-        if os.path.exists(final):  # same step saved before (e.g. a rerun): swap the new one in
-            stale = final + ".old"
-            os.replace(final, stale)
-        os.replace(tmp, final)
-        if stale is not None:
-            shutil.rmtree(stale)
+        swap_into_place(tmp, final)  # the same step saved before (e.g. a rerun) is replaced
         if total_limit is not None and total_limit > 0:
             for old in list_checkpoints(output_dir)[:-total_limit]:
                 shutil.rmtree(old)
@@ -260,13 +255,11 @@ def run_training(main, args):
         release_run_locks()
 
 
-def check_run_folder(output_dir: str, resume: str | None, settings: dict, identity_keys, args_file: str,
-                     saved_defaults: dict | None = None) -> str | None:
+def check_run_folder(output_dir: str, resume: str | None, settings: dict, identity_keys, args_file: str) -> str | None:
     """Refuse to mix runs in one folder; return the checkpoint to resume from (None for a fresh run).
 
     A fresh run needs an empty or missing `output_dir`. `resume` ("latest" or a checkpoint path)
-    needs a checkpoint there and the same values of `identity_keys` as saved in `args_file` (where a
-    key is missing from the file, its value in `saved_defaults`).
+    needs a checkpoint there and the same values of `identity_keys` as saved in `args_file`.
 
     Raises:
         SystemExit: with a message saying what is wrong and what to do.
@@ -320,7 +313,6 @@ def check_run_folder(output_dir: str, resume: str | None, settings: dict, identi
     except (ValueError, UnicodeDecodeError) as error:
         raise SystemExit(f"error: {saved_file} is corrupt ({error}); it records the run's settings: restore it "
                          "(e.g. from a backup) or start a new --output_dir") from None
-    saved = {**(saved_defaults or {}), **saved}  # settings added after the run was saved: their default
     changed = {k: (saved.get(k), settings.get(k)) for k in identity_keys if saved.get(k) != settings.get(k)}
     if changed:
         raise SystemExit(f"error: cannot resume {output_dir} with different settings (saved, now): {changed}")
@@ -342,8 +334,4 @@ def _is_failed_start(output_dir: str, entries: set[str], args_file: str) -> bool
 
 def write_run_settings(output_dir: str, settings: dict, args_file: str) -> None:
     """Record a run's settings (atomically) so a resume can check them."""
-    os.makedirs(output_dir, exist_ok=True)
-    path = os.path.join(output_dir, args_file)
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
-        json.dump(settings, f, indent=2, default=str)
-    os.replace(path + ".tmp", path)
+    write_json(os.path.join(output_dir, args_file), settings, indent=2, default=str)

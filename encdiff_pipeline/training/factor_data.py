@@ -11,9 +11,9 @@ import os
 
 from accelerate import PartialState
 
-from encdiff_pipeline.data import load_factor_dataset
-from encdiff_pipeline.data.resize import resize_filter
-from encdiff_pipeline.data.run_data import held_dataset_spec, train_dataset_spec
+from ..data import load_factor_dataset
+from ..data.resize import resize_filter
+from ..data.run_data import held_dataset_spec, train_dataset_spec
 
 PROCEDURAL = "procedural-shapes3d"
 

@@ -28,7 +28,7 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
-from batches import BatchOrder, to_uint8, uint8_to_model_range
+from .batches import BatchOrder, to_uint8, uint8_to_model_range
 
 
 def configure_tf32(allow: bool, device: torch.device | str) -> None:

@@ -1,13 +1,12 @@
-#!/usr/bin/env python
 """Encode a factor dataset once with a trained VQ first stage: the latent cache of `--latent_cache`.
 
-    python training/latent_cache.py --vae_path runs/vq --dataset procedural-shapes3d --image_size 64 \
+    python -m encdiff_pipeline.training.latent_cache --vae_path runs/vq --dataset procedural-shapes3d --image_size 64 \
         --output runs/vq/latents.safetensors
     accelerate launch training/train_encdiff.py --preset paper --vae_path runs/vq \
         --latent_cache runs/vq/latents.safetensors --output_dir runs/encdiff ...
 
 The file (safetensors, no pickles) holds `latents` (N, c, h, w) float32: the first stage's latents
-before quantisation (what train_encdiff.py's `encode_latents` gives a VQModel) of every dataset item
+before quantisation (what `encdiff_pipeline.latents.encode_latents` gives a VQModel) of every dataset item
 in index order, plus metadata (dataset, options, image size, first stage, rounding). With it,
 training reads latents by index and never runs the first stage's encoder. `--uint8` encodes the
 images rounded to 8 bits, as `--data_on_device` feeds them.
@@ -17,16 +16,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 
 import numpy as np
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the helper modules next to this script
-from batches import RenderedBatches, uint8_to_model_range  # noqa: E402
-from fast_path import dataset_chunks  # noqa: E402
+from ..atomic import atomic_path
+from ..data.run_data import train_dataset_spec
+from ..latents import encode_latents
+from .batches import RenderedBatches, uint8_to_model_range
+from .factor_data import load_dataset
+from .fast_path import dataset_chunks
+from .first_stage import load_vae
 
 
 def encode_dataset(vae, dataset, device: torch.device | str = "cpu", batch_size: int = 512, num_workers: int = 0,
@@ -47,7 +49,7 @@ def encode_dataset(vae, dataset, device: torch.device | str = "cpu", batch_size:
         chunks = (images for images, _, _ in _float_chunks(dataset, batch_size, num_workers))
     with torch.no_grad():
         for images in chunks:
-            out.append(vae.encode(images.to(device)).latents.float().cpu())
+            out.append(encode_latents(vae, images.to(device)).float().cpu())
     return torch.cat(out)
 
 
@@ -70,10 +72,8 @@ def _float_chunks(dataset, batch_size: int, num_workers: int) -> torch.utils.dat
 
 def save_latent_cache(path: str, latents: torch.Tensor, metadata: dict) -> None:
     """Write `latents` and JSON-able `metadata` to a safetensors file (atomically)."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp"
-    save_file({"latents": latents.contiguous()}, tmp, metadata={k: json.dumps(v) for k, v in metadata.items()})
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file({"latents": latents.contiguous()}, tmp, metadata={k: json.dumps(v) for k, v in metadata.items()})
 
 
 def load_latent_cache(path: str, num_items: int | None = None) -> tuple[torch.Tensor, dict]:
@@ -83,11 +83,11 @@ def load_latent_cache(path: str, num_items: int | None = None) -> tuple[torch.Te
         SystemExit: no such file, not a latent cache, or a cache of a dataset of another size.
     """
     if not os.path.isfile(path):
-        raise SystemExit(f"error: --latent_cache {path}: no such file (write one with training/latent_cache.py)")
+        raise SystemExit(f"error: --latent_cache {path}: no such file (write one with python -m encdiff_pipeline.training.latent_cache)")
     try:
         with safe_open(path, framework="pt") as f:
             if "latents" not in f.keys():
-                raise SystemExit(f"error: --latent_cache {path}: no 'latents' tensor (not written by training/latent_cache.py)")
+                raise SystemExit(f"error: --latent_cache {path}: no 'latents' tensor (not written by encdiff_pipeline.training.latent_cache)")
             latents = f.get_tensor("latents")
             metadata = {k: json.loads(v) for k, v in (f.metadata() or {}).items()}
     except SystemExit:
@@ -96,7 +96,7 @@ def load_latent_cache(path: str, num_items: int | None = None) -> tuple[torch.Te
         raise SystemExit(f"error: --latent_cache {path}: not a readable safetensors file: {err}") from err
     if num_items is not None and latents.shape[0] != num_items:
         raise SystemExit(f"error: --latent_cache {path} holds {latents.shape[0]} latents but the training dataset has "
-                         f"{num_items} items; encode this dataset (same --dataset / --dataset_options) with training/latent_cache.py")
+                         f"{num_items} items; encode this dataset (same --dataset / --dataset_options) with python -m encdiff_pipeline.training.latent_cache")
     return latents, metadata
 
 
@@ -113,11 +113,6 @@ def main(argv: list[str] | None = None) -> str:
     args = p.parse_args(argv)
     if args.batch_size < 1:
         p.error(f"--batch_size must be >= 1, got {args.batch_size}")
-
-    from factor_data import load_dataset
-    from train_encdiff import load_vae
-
-    from encdiff_pipeline.data.run_data import train_dataset_spec
 
     vae = load_vae(args.vae_path)
     dataset = load_dataset(*train_dataset_spec(vars(args), args.image_size))

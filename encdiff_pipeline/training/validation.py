@@ -21,7 +21,8 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from encdiff_pipeline.visualization import image_grid, swap_grid_labels
+from ..image_range import to_unit_images
+from ..visualization import image_grid, swap_grid_labels
 
 CELL = 64  # grid cells are enlarged (nearest neighbour) to at least this many pixels
 
@@ -29,7 +30,7 @@ CELL = 64  # grid cells are enlarged (nearest neighbour) to at least this many p
 def save_validation_images(pipeline, images: torch.Tensor, out_dir: str, num_inference_steps: int, seed: int) -> dict[str, str]:
     """Write `reconstruction.png` and `swap.png` for `images` (B, C, H, W) in [-1, 1]; return their paths."""
     os.makedirs(out_dir, exist_ok=True)
-    originals = ((images.permute(0, 2, 3, 1).float().cpu().numpy() + 1) / 2).clip(0, 1)
+    originals = to_unit_images(images)
     recon = pipeline(images=images, num_inference_steps=num_inference_steps,
                      generator=torch.Generator().manual_seed(seed), output_type="np").images
     swap = pipeline.swap(images, num_inference_steps=num_inference_steps,
@@ -45,15 +46,14 @@ def save_decoder_images(encoder, decode: Callable[[torch.Tensor], torch.Tensor],
     """The same two grids for a deterministic decoder (`--decoder_type deterministic`): `decode` maps
     tokens (B, N, d) to pixels in [-1, 1] in one pass, no sampling."""
     os.makedirs(out_dir, exist_ok=True)
-    to_np = lambda x: ((x.permute(0, 2, 3, 1).float().cpu().numpy() + 1) / 2).clip(0, 1)  # noqa: E731
     concepts = encoder.encode_concepts(images)
     rows = []
     for k in range(concepts.shape[1]):  # row k: every image given image 0's concept (or vector token) k
         swapped = concepts.clone()
         swapped[:, k] = concepts[0, k]
-        rows.append(to_np(decode(encoder.concepts_to_tokens(swapped))))
+        rows.append(to_unit_images(decode(encoder.concepts_to_tokens(swapped))))
     paths = {"reconstruction": os.path.join(out_dir, "reconstruction.png"), "swap": os.path.join(out_dir, "swap.png")}
-    save_grids(to_np(images), to_np(decode(encoder.concepts_to_tokens(concepts))), rows, paths)
+    save_grids(to_unit_images(images), to_unit_images(decode(encoder.concepts_to_tokens(concepts))), rows, paths)
     return paths
 
 
@@ -80,7 +80,7 @@ def concept_metrics(encoder, dataset, random_seed: int = 0, metrics: Sequence[st
         >>> concept_metrics(encoder, held, metrics=["mig"], num_train=500)  # doctest: +SKIP
         {'mig': 0.41}
     """
-    from encdiff_pipeline.evaluation import evaluate
+    from ..evaluation import evaluate
 
     if not metrics:
         return {}
@@ -138,6 +138,14 @@ def read_log(path: str) -> list[dict[str, Any]]:
             raise ValueError(f"{path}: line {number + 1} is not a JSON record ({error})") from None
         records.append(record)
     return records
+
+
+def logged_train_seconds(log_path: str, step: int) -> float:
+    """The training time a resumed run had reached at `step` (its train record in the log; 0 if none)."""
+    if not os.path.isfile(log_path):
+        return 0.0
+    records = [r for r in read_log(log_path) if r.get("event") == "train" and r.get("step") == step]
+    return float(records[-1].get("train_seconds", 0.0)) if records else 0.0
 
 
 def drop_torn_last_line(path: str) -> None:
