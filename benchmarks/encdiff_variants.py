@@ -78,6 +78,8 @@ VARIANTS: dict[str, tuple[str, dict[str, Any], list[str]]] = {
     "eps_logsnr": ("eps prediction with log-SNR ~ N(-1, 2)",
                    {"training": {"timestep_sampling": "logsnr_normal", "logsnr_mean": -1.0, "logsnr_std": 2.0}}, []),
     "v_prediction": ("v prediction", {"training": {"prediction_type": "v_prediction"}}, []),
+    "edge_weighting_4": ("eps loss weighted per pixel by 1 + 4 x edge magnitude / mean",
+                         {"training": {"edge_weighting": 4.0}}, []),
     "skip_dropout": ("skip dropout 0.2", {"training": {"skip_dropout": 0.2}}, []),
     "v_edge": ("v prediction, edge loss 1.0", {"training": {"prediction_type": "v_prediction", "edge_loss_weight": 1.0}}, []),
     "x0_logsnr_edge": ("x0 prediction, log-SNR ~ N(-1.5, 1.5), edge loss 1.0",

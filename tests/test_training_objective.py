@@ -78,8 +78,29 @@ def test_edge_loss_is_the_l1_of_neighbour_differences(scheduler):
         assert objective.loss(clean, noisy, t, noise, objective.target(clean, noise, t)).item() < 1e-5
 
 
+def test_edge_weighting_weighs_each_pixel_by_its_edges(scheduler):
+    clean = -torch.ones(1, 3, 4, 4)
+    clean[:, :, :, 2:] = 1.0  # one vertical edge between columns 1 and 2 (difference 2 in every channel)
+    objective = DiffusionObjective(scheduler, edge_weighting=3.0)
+    weights = objective.pixel_weights(clean)
+    # edge magnitude: 2 on columns 1 and 2, 0 elsewhere; mean 1 -> weights 1 + 3 * e = 7 / 1, normalised to mean 1
+    expected = torch.tensor([1.0, 7.0, 7.0, 1.0]).expand(4, 4) / 4.0
+    torch.testing.assert_close(weights[0, 0], expected, rtol=0, atol=1e-6)
+    noise, t = torch.randn(1, 3, 4, 4, generator=torch.Generator().manual_seed(0)), torch.tensor([100])
+    noisy = scheduler.add_noise(clean, noise, t)
+    prediction = torch.zeros_like(clean)
+    by_hand = (noise.abs() * expected).mean()  # eps target, L1 per element, weighted per pixel
+    assert abs(objective.loss(clean, noisy, t, noise, prediction).item() - by_hand.item()) < 1e-6
+    # off (the default), the loss is the plain mean, bit for bit
+    plain = DiffusionObjective(scheduler).loss(clean, noisy, t, noise, prediction)
+    assert plain.item() == torch.nn.functional.l1_loss(prediction, noise).item()
+    # a flat image (no edges) is weighted uniformly
+    torch.testing.assert_close(objective.pixel_weights(torch.zeros(2, 3, 4, 4)), torch.ones(2, 1, 4, 4))
+
+
 @pytest.mark.parametrize("kwargs, message", [
     ({"prediction_type": "x"}, "prediction_type"),
+    ({"edge_weighting": -0.5}, "edge_weighting"),
     ({"timestep_sampling": "beta"}, "timestep_sampling"),
     ({"logsnr_std": 0.0}, "logsnr_std"),
     ({"logsnr_mean": float("nan")}, "logsnr_mean"),

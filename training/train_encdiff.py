@@ -75,11 +75,13 @@ ARGS_FILE = "training_args.json"
 RUN_IDENTITY = ("dataset", "dataset_options", "preset", "config", "vae_path", "seed", "train_batch_size",
                 "gradient_accumulation_steps", "num_processes", "beta_schedule", "prediction_type", "loss_type",
                 "learning_rate", "lr_scheduler", "lr_warmup_steps", "adam_weight_decay", "ema_decay", "conditioning",
-                "decoder_type", "timestep_sampling", "logsnr_mean", "logsnr_std", "edge_loss_weight", "skip_dropout", "encoder_lr_scale")
+                "decoder_type", "timestep_sampling", "logsnr_mean", "logsnr_std", "edge_loss_weight", "edge_weighting",
+                "skip_dropout", "encoder_lr_scale")
 # Training settings a preset may set (its "training" dict) and their values when it does not.
 TRAINING_DEFAULTS = {"learning_rate": 3e-4, "lr_warmup_steps": 500, "beta_schedule": "linear", "train_batch_size": 32,
                      "ema_decay": 0.9999, "prediction_type": "epsilon", "timestep_sampling": "uniform",
-                     "logsnr_mean": 0.0, "logsnr_std": 1.0, "edge_loss_weight": 0.0, "skip_dropout": 0.0, "encoder_lr_scale": 1.0}
+                     "logsnr_mean": 0.0, "logsnr_std": 1.0, "edge_loss_weight": 0.0, "edge_weighting": 0.0, "skip_dropout": 0.0,
+                     "encoder_lr_scale": 1.0}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -125,6 +127,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--edge_loss_weight", type=float, default=None,
                    help="weight of an L1 loss on finite differences of the implied clean image (0 = off; needs x0 or v "
                         "prediction); default: the preset's")
+    p.add_argument("--edge_weighting", type=float, default=None,
+                   help="weight the loss per pixel by 1 + this x the clean image's edge magnitude / its mean (0 = off); "
+                        "default: the preset's")
     p.add_argument("--skip_dropout", type=float, default=None,
                    help="channel dropout probability on the U-Net's skip connections while training (0 = off); "
                         "default: the preset's")
@@ -193,7 +198,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"--validation_minutes must be > 0, got {args.validation_minutes}")
     try:
         DiffusionObjective(make_noise_scheduler(args.beta_schedule), args.prediction_type, args.loss_type,
-                           args.timestep_sampling, args.logsnr_mean, args.logsnr_std, args.edge_loss_weight)
+                           args.timestep_sampling, args.logsnr_mean, args.logsnr_std, args.edge_loss_weight,
+                           args.edge_weighting)
     except ValueError as err:
         p.error(str(err))
     if not (args.encoder_lr_scale > 0 and np.isfinite(args.encoder_lr_scale)):
@@ -306,7 +312,8 @@ def main(args: argparse.Namespace) -> str:
     # the deterministic decoder predicts the image itself: its (unused for training) scheduler says so
     noise_scheduler.register_to_config(prediction_type="sample" if args.decoder_type == "deterministic" else args.prediction_type)
     objective = DiffusionObjective(noise_scheduler, args.prediction_type, args.loss_type, args.timestep_sampling,
-                                   args.logsnr_mean, args.logsnr_std, args.edge_loss_weight)
+                                   args.logsnr_mean, args.logsnr_std, args.edge_loss_weight,
+                           args.edge_weighting)
     latent_scale = 1.0
     if vae is not None and not isinstance(vae, PatchAutoencoder):  # the paper: latents scaled by 1 / std of the first batch
         # (the same batch on every process); pixel patches stay pixels

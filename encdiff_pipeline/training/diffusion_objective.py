@@ -15,6 +15,10 @@ and so what the concept tokens must carry:
 - `edge_loss_weight`: an extra L1 loss between the finite differences (horizontal and vertical) of
   the implied clean image and of the true one. Edges carry the object's outline: its share of the
   loss is several times its share of the pixel variance.
+- `edge_weighting`: the loss itself (any prediction type) weighted per pixel by
+  `1 + edge_weighting * e / mean(e)`, with `e` the clean image's edge magnitude, then normalised to
+  a mean weight of 1 per image: flat regions (floor, walls) count less, outlines (the object's
+  scale and shape) more, without changing the target.
 
 Example:
     >>> from diffusers import DDPMScheduler
@@ -54,11 +58,12 @@ class DiffusionObjective:
         edge_loss_weight: weight of the L1 loss on finite differences of the implied clean image
             (0 = off; needs "sample" or "v_prediction", where the clean image is a stable function of
             the prediction).
+        edge_weighting: strength of the per-pixel edge weighting of the loss (0 = off, the plain mean).
     """
 
     def __init__(self, scheduler, prediction_type: str = "epsilon", loss_type: str = "l1",
                  timestep_sampling: str = "uniform", logsnr_mean: float = 0.0, logsnr_std: float = 1.0,
-                 edge_loss_weight: float = 0.0):
+                 edge_loss_weight: float = 0.0, edge_weighting: float = 0.0):
         if prediction_type not in PREDICTION_TYPES:
             raise ValueError(f"prediction_type {prediction_type!r}; expected one of {PREDICTION_TYPES}")
         if loss_type not in LOSS_TYPES:
@@ -69,13 +74,15 @@ class DiffusionObjective:
             raise ValueError(f"logsnr_mean must be finite and logsnr_std > 0, got {logsnr_mean}, {logsnr_std}")
         if not (math.isfinite(edge_loss_weight) and edge_loss_weight >= 0):
             raise ValueError(f"edge_loss_weight must be >= 0, got {edge_loss_weight}")
+        if not (math.isfinite(edge_weighting) and edge_weighting >= 0):
+            raise ValueError(f"edge_weighting must be >= 0, got {edge_weighting}")
         if edge_loss_weight > 0 and prediction_type == "epsilon":
             raise ValueError("edge_loss_weight > 0 needs prediction_type 'sample' or 'v_prediction': the clean image "
                              "implied by an eps prediction divides by sqrt(alpha_bar), which vanishes at high noise")
         self.scheduler = scheduler
         self.prediction_type, self.loss_type = prediction_type, loss_type
         self.timestep_sampling, self.logsnr_mean, self.logsnr_std = timestep_sampling, logsnr_mean, logsnr_std
-        self.edge_loss_weight = edge_loss_weight
+        self.edge_loss_weight, self.edge_weighting = edge_loss_weight, edge_weighting
         alphas_cumprod = scheduler.alphas_cumprod.double()
         self._logsnr = torch.log(alphas_cumprod / (1 - alphas_cumprod)).float()  # decreasing in t
         self._alphas_cumprod = alphas_cumprod.float()
@@ -124,12 +131,24 @@ class DiffusionObjective:
             return sqrt_a * noisy - sqrt_one_minus_a * prediction
         return (noisy - sqrt_one_minus_a * prediction) / sqrt_a
 
+    def pixel_weights(self, clean: torch.Tensor) -> torch.Tensor:
+        """(B, 1, H, W) loss weights of `edge_weighting`: `1 + edge_weighting * e / mean(e)` with `e` the
+        mean over channels of the |finite differences| around each pixel, normalised to mean 1 per image."""
+        dx, dy = (d.abs().mean(dim=1, keepdim=True) for d in finite_differences(clean))
+        edges = F.pad(dx, (0, 1)) + F.pad(dx, (1, 0)) + F.pad(dy, (0, 0, 0, 1)) + F.pad(dy, (0, 0, 1, 0))
+        weights = 1 + self.edge_weighting * edges / edges.mean(dim=(1, 2, 3), keepdim=True).clamp_min(1e-8)
+        return weights / weights.mean(dim=(1, 2, 3), keepdim=True)
+
     def loss(self, clean: torch.Tensor, noisy: torch.Tensor, timesteps: torch.Tensor, noise: torch.Tensor,
              prediction: torch.Tensor) -> torch.Tensor:
         """Mean loss of one batch (float32): the target loss plus the weighted edge loss."""
         distance = F.l1_loss if self.loss_type == "l1" else F.mse_loss
         prediction, clean = prediction.float(), clean.float()
-        loss = distance(prediction, self.target(clean, noise.float(), timesteps))
+        if self.edge_weighting > 0:
+            errors = distance(prediction, self.target(clean, noise.float(), timesteps), reduction="none")
+            loss = (errors * self.pixel_weights(clean)).mean()
+        else:
+            loss = distance(prediction, self.target(clean, noise.float(), timesteps))
         if self.edge_loss_weight > 0:
             implied = self.predicted_clean(prediction, noisy.float(), timesteps)
             edges = zip(finite_differences(implied), finite_differences(clean))

@@ -57,7 +57,8 @@ ENCDIFF_PRESETS: dict[str, dict[str, Any]] = {
 
 _KEYS = {"image_size", "latent", "patch_size", "encoder", "unet_preset", "unet", "training"}
 _TRAINING_KEYS = {"learning_rate", "lr_warmup_steps", "beta_schedule", "train_batch_size", "ema_decay", "prediction_type",
-                  "timestep_sampling", "logsnr_mean", "logsnr_std", "edge_loss_weight", "skip_dropout", "encoder_lr_scale"}
+                  "timestep_sampling", "logsnr_mean", "logsnr_std", "edge_loss_weight", "edge_weighting", "skip_dropout",
+                  "encoder_lr_scale"}
 
 
 def load_preset(name: str | None = None, config_file: str | None = None) -> dict[str, Any]:
