@@ -7,8 +7,6 @@ Example:
 from __future__ import annotations
 
 import argparse
-import os
-import tempfile
 from typing import Optional, Sequence
 
 import numpy as np
@@ -51,17 +49,11 @@ def save_sample_sheet(dataset, path: str, **kwargs) -> str:
     """Write `sample_sheet(dataset, **kwargs)` to a PNG (atomically) and return the path."""
     from PIL import Image
 
+    from ..atomic import atomic_path
+
     sheet = sample_sheet(dataset, **kwargs)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".png.tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         Image.fromarray(sheet).save(tmp, format="PNG")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return path
 
 
