@@ -108,10 +108,10 @@ def evaluate_reconstruction(model, images: torch.Tensor, path: str) -> dict[str,
     model.eval()
     recon = Reconstruction(model)(images)[0].clamp(-1, 1)
     model.train()
-    x, y = (images + 1) / 2, (recon + 1) / 2
-    mse = float(F.mse_loss(y, x))
+    x, y = to_unit_images(images), to_unit_images(recon)
+    mse = float(np.mean((y - x) ** 2))
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    image_grid([to_unit_images(images[:16]), to_unit_images(recon[:16])], row_labels=["input", "reconstruction"],
+    image_grid([x[:16], y[:16]], row_labels=["input", "reconstruction"],
                min_cell_size=CELL).save(path)
     return {"mse": mse, "psnr": float(10 * math.log10(1.0 / max(mse, 1e-12)))}
 

@@ -31,7 +31,7 @@ from accelerate.utils import set_seed
 
 from encdiff_pipeline.atomic import atomic_folder, write_json
 from encdiff_pipeline.baselines import BASELINES, FactorVAEModel
-from encdiff_pipeline.image_range import to_model_input, to_unit_images
+from encdiff_pipeline.image_range import to_model_input, to_unit_range
 from encdiff_pipeline.training.arg_checks import check_training_args
 from encdiff_pipeline.training.factor_data import PROCEDURAL, load_datasets
 from encdiff_pipeline.training.validation import CELL, RunLog, concept_metrics
@@ -91,7 +91,7 @@ def save_grids(model, images: torch.Tensor, output_dir: str, num_values: int = 8
     and traversal.png (row k: latent k of image 0 swept over its range on these images)."""
     was_training = model.training
     model.eval()
-    inputs = torch.from_numpy(to_unit_images(images)).permute(0, 3, 1, 2).to(images.device).unsqueeze(0)
+    inputs = to_unit_range(images.float()).clamp(0, 1).unsqueeze(0)
     paths = {"swap": os.path.join(output_dir, "swap.png"), "traversal": os.path.join(output_dir, "traversal.png")}
     swap_rows, columns = swap_grid_labels(model.config.num_latents, len(images), name="latent")
     swap_rows.insert(1, "reconstruction")
