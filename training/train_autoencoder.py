@@ -37,6 +37,7 @@ from encdiff_pipeline.training.batches import BatchOrder, batch_loader, step_gen
 from encdiff_pipeline.training.checkpointing import (check_run_folder, checkpoint_step, load_checkpoint, lock_run_folder,
                                                      run_training, save_checkpoint, write_run_settings)
 from encdiff_pipeline.training.factor_data import load_dataset
+from encdiff_pipeline.training.presets import add_image_size_argument
 from encdiff_pipeline.training.validation import CELL, RunLog
 from encdiff_pipeline.visualization import image_grid
 
@@ -57,7 +58,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--dataset", default="procedural-shapes3d", help="factor dataset source (as for train_encdiff.py)")
     p.add_argument("--dataset_options", type=json.loads, default={}, help="JSON keyword options for load_factor_dataset")
-    p.add_argument("--image_size", type=int, default=64, help="image side; stored images are resized to it")
+    add_image_size_argument(p, default_preset="paper")  # the latent EncDiff preset a first stage serves
     p.add_argument("--model_type", default="vq", choices=["vq", "kl"], help="diffusers VQModel or AutoencoderKL")
     p.add_argument("--preset", default="paper", choices=sorted(AUTOENCODER_PRESETS), help="first-stage size (all f=4)")
     p.add_argument("--output_dir", required=True, help="run folder; the trained model is saved at its top level")

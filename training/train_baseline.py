@@ -34,6 +34,7 @@ from encdiff_pipeline.baselines import BASELINES, FactorVAEModel
 from encdiff_pipeline.image_range import to_model_input, to_unit_range
 from encdiff_pipeline.training.arg_checks import check_training_args
 from encdiff_pipeline.training.factor_data import PROCEDURAL, load_datasets
+from encdiff_pipeline.training.presets import add_image_size_argument
 from encdiff_pipeline.training.validation import CELL, RunLog, concept_metrics
 from encdiff_pipeline.visualization import image_grid, swap_grid_labels
 
@@ -44,7 +45,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--model", required=True, choices=sorted(BASELINES), help="which baseline to train")
     p.add_argument("--dataset", default=PROCEDURAL, help="factor dataset: 'procedural-shapes3d', a file/folder or a Hub id")
     p.add_argument("--dataset_options", type=json.loads, default={}, help="JSON options for load_factor_dataset")
-    p.add_argument("--image_size", type=int, default=32, help="image side; stored images are resized to it (64 -> 32: 2x2 block means)")
+    add_image_size_argument(p, default_preset="small")  # the CPU default EncDiff the baselines are compared with
     p.add_argument("--validation_dataset", default=None, help="held factor dataset (default: a 10,000-point procedural sub-grid)")
     p.add_argument("--validation_dataset_options", type=json.loads, default=None, help="JSON options for the held dataset")
     p.add_argument("--output_dir", required=True, help="run folder: logs, model, grids")

@@ -64,7 +64,7 @@ from encdiff_pipeline.training.fast_path import (DeviceBatches, LossMonitor, bui
                                                  training_forward)
 from encdiff_pipeline.training.first_stage import load_vae
 from encdiff_pipeline.training.latent_cache import load_latent_cache
-from encdiff_pipeline.training.presets import ENCDIFF_PRESETS, load_preset
+from encdiff_pipeline.training.presets import ENCDIFF_PRESETS, add_image_size_argument, load_preset
 from encdiff_pipeline.training.validation import (RunLog, check_held_images, concept_metrics, logged_train_seconds,
                                                   push_failure_message, save_decoder_images, save_validation_images)
 
@@ -89,7 +89,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="factor dataset: 'procedural-shapes3d', a file/folder in a supported format, a local `datasets` folder or a Hub id")
     p.add_argument("--dataset_options", type=json.loads, default={},
                    help='JSON keyword options for load_factor_dataset, e.g. \'{"factor_sizes": [4,4,4,8,4,15]}\' '
-                        "(procedural data get the preset's image_size unless given)")
+                        "(their image_size is --image_size unless given)")
+    add_image_size_argument(p, default_preset=None)
     p.add_argument("--preset", default="small", help=f"model + training preset, one of {sorted(ENCDIFF_PRESETS)}")
     p.add_argument("--config", default=None, help="JSON file with a custom preset (same keys as presets.py); overrides --preset")
     p.add_argument("--vae_path", default=None,
@@ -186,6 +187,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         preset = load_preset(args.preset, args.config)
     except ValueError as err:
         p.error(str(err))
+    if args.image_size is None:
+        args.image_size = preset["image_size"]
+    elif args.image_size != preset["image_size"]:
+        p.error(f"--image_size {args.image_size}: {args.config or 'preset ' + repr(args.preset)} is built for "
+                f"{preset['image_size']}x{preset['image_size']} images")
     for key, value in {**TRAINING_DEFAULTS, **preset["training"]}.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
@@ -272,7 +278,7 @@ def main(args: argparse.Namespace) -> str:
     run_lock = lock_run_folder(accelerator, args.output_dir)  # noqa: F841 (held until main returns)
     resume_from = check_run_folder(args.output_dir, args.resume_from_checkpoint, settings, RUN_IDENTITY, ARGS_FILE)
     vae = load_vae(args.vae_path)
-    dataset, held = load_datasets(args, args.preset_spec["image_size"])
+    dataset, held = load_datasets(args, args.image_size)
     check_held_images(args.num_validation_images, held)
     image_shape = tuple(dataset[0][0].shape)
     if args.preset_spec["patch_size"] > 1:  # the U-Net works on p x p patches of the pixels (a lossless first stage)
