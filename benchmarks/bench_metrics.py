@@ -19,7 +19,7 @@ the metric modules, and binds the published gin settings (20 histogram bins, pru
 DCI runs with `dci.DEFAULT_BACKEND` ("numpy", metrics/gradient_boosting.py). `--dci_backends`
 also times one DCI call per case with each backend ("numpy" and "sklearn", the classifier the
 reference fits) and prints the full protocol's speed-up over the same protocol with sklearn's
-classifier, which costs what the reference costs (DCI is ~90% of it). `--dci_size 10000` adds a
+classifier, which costs what the reference costs (DCI is most of it). `--dci_size 10000` adds a
 10,000 x 20 Shapes3D-like table (grid [10, 10, 10, 8, 4, 15]: 10,000 distinct codes, no grid
 duplicates) for that comparison; sklearn takes minutes there.
 

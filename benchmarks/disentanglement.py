@@ -243,32 +243,10 @@ def run(args, method: str, seed: int) -> dict:
 
 
 # -- reading runs ---------------------------------------------------------------------------------
-def learning_curve(records: list[dict], batch_size: Optional[int] = None) -> list[dict]:
-    """Validation points with `train_seconds` (validation time excluded) and `images_seen`.
-
-    Both training scripts log them in every validation record, taken as they are. (Fallback for logs
-    of older train_encdiff.py versions, which logged only wall-clock `seconds` on train steps: the time
-    of each validation is the gap between the train steps around it less a typical step.)
-    """
-    train = {r["step"]: r for r in records if r.get("event") == "train"}
-    validations = [r for r in records if r.get("event") == "validation"]
-    curve = []
-    if validations and "train_seconds" in validations[0]:
-        return [{k: v for k, v in r.items() if k not in ("event", "images")} for r in validations]
-    validated = {r["step"] for r in validations}
-    gaps = [train[s + 1]["seconds"] - train[s]["seconds"] for s in train if s + 1 in train and s not in validated]
-    typical = float(np.median(gaps)) if gaps else 0.0
-    overhead = 0.0
-    for record in validations:
-        step = record["step"]
-        point = {k: v for k, v in record.items() if k not in ("event", "images")}
-        if step in train:
-            point["train_seconds"] = round(train[step]["seconds"] - overhead, 3)
-            point["images_seen"] = train[step].get("images_seen", step * (batch_size or 0))
-        if step + 1 in train and step in train:
-            overhead += max(0.0, train[step + 1]["seconds"] - train[step]["seconds"] - typical)
-        curve.append(point)
-    return curve
+def learning_curve(records: list[dict]) -> list[dict]:
+    """Validation points with `train_seconds` (validation time excluded) and `images_seen`: the
+    training scripts log both in every validation record, taken as they are."""
+    return [{k: v for k, v in r.items() if k not in ("event", "images")} for r in records if r.get("event") == "validation"]
 
 
 def collect(args, methods: list[str]) -> list[dict]:
