@@ -120,7 +120,12 @@ def evaluate_reconstruction(model, images: torch.Tensor, path: str) -> dict[str,
 def main(args: argparse.Namespace) -> str:
     accelerator = Accelerator(mixed_precision=args.mixed_precision)
     settings = {**vars(args), "num_processes": accelerator.num_processes}
-    run_lock = lock_run_folder(accelerator, args.output_dir)  # noqa: F841 (held until main returns)
+    with lock_run_folder(accelerator, args.output_dir):  # released when main ends, however it ends
+        return train(args, accelerator, settings)
+
+
+def train(args: argparse.Namespace, accelerator: Accelerator, settings: dict) -> str:
+    """The run, in its locked run folder."""
     resume_from = check_run_folder(args.output_dir, args.resume_from_checkpoint, settings, RUN_IDENTITY, ARGS_FILE)
     dataset = load_dataset(*train_dataset_spec(vars(args), args.image_size))
     channels, size = dataset[0][0].shape[:2]

@@ -30,6 +30,7 @@ The paper's two ablations:
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import logging
 import os
@@ -37,7 +38,6 @@ import time
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.logging import get_logger
 from accelerate.utils import ProjectConfiguration, broadcast, set_seed
@@ -259,13 +259,7 @@ def adagn_overrides(preset: dict, overrides: dict, encoder) -> dict:
 
 def main(args: argparse.Namespace) -> str:
     project = ProjectConfiguration(project_dir=args.output_dir, logging_dir=os.path.join(args.output_dir, "logs"))
-    tracker = None
-    if args.report_to == "tensorboard":
-        try:
-            import tensorboard  # noqa: F401
-            tracker = "tensorboard"
-        except ImportError:
-            pass
+    tracker = "tensorboard" if args.report_to == "tensorboard" and importlib.util.find_spec("tensorboard") else None
     accelerator = Accelerator(gradient_accumulation_steps=args.gradient_accumulation_steps,
                               mixed_precision=args.mixed_precision, log_with=tracker, project_config=project)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(message)s", level=logging.INFO)
@@ -275,7 +269,12 @@ def main(args: argparse.Namespace) -> str:
     # ---- everything that can be wrong with the arguments is checked before training starts ----
     settings = {**{k: v for k, v in vars(args).items() if k != "preset_spec"}, "num_processes": accelerator.num_processes,
                 "preset_spec": args.preset_spec}
-    run_lock = lock_run_folder(accelerator, args.output_dir)  # noqa: F841 (held until main returns)
+    with lock_run_folder(accelerator, args.output_dir):  # released when main ends, however it ends
+        return train(args, accelerator, settings, tracker)
+
+
+def train(args: argparse.Namespace, accelerator: Accelerator, settings: dict, tracker: str | None) -> str:
+    """The run, in its locked run folder."""
     resume_from = check_run_folder(args.output_dir, args.resume_from_checkpoint, settings, RUN_IDENTITY, ARGS_FILE)
     vae = load_vae(args.vae_path)
     dataset, held = load_datasets(args, args.image_size)
@@ -448,9 +447,7 @@ def main(args: argparse.Namespace) -> str:
             # a tuple, not the output dataclass: accelerate's mixed-precision wrapper rebuilds mappings by keyword
             _, tokens = encoder(images, return_dict=False, check_inputs=False)
             if deterministic:  # EncDec w/o Diff: zeros at t=0 -> the image, no noise
-                prediction = deterministic_decode(unet, tokens, unet_config)
-                loss_fn = F.l1_loss if args.loss_type == "l1" else F.mse_loss
-                loss = loss_fn(prediction.float(), clean.float())
+                loss = objective.distance(deterministic_decode(unet, tokens, unet_config), clean)
             else:
                 noisy, timesteps, noise = objective.noise(clean, generator)
                 skip_dropout.generator = generator

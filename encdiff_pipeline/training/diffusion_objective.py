@@ -124,12 +124,17 @@ class DiffusionObjective:
             return sqrt_a * noisy - sqrt_one_minus_a * prediction
         return (noisy - sqrt_one_minus_a * prediction) / sqrt_a
 
+    def distance(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Mean `loss_type` distance (float32): mean absolute error for "l1", mean squared for "l2".
+        Also the whole loss of the deterministic decoder (its target is the clean image)."""
+        distance = F.l1_loss if self.loss_type == "l1" else F.mse_loss
+        return distance(prediction.float(), target.float())
+
     def loss(self, clean: torch.Tensor, noisy: torch.Tensor, timesteps: torch.Tensor, noise: torch.Tensor,
              prediction: torch.Tensor) -> torch.Tensor:
         """Mean loss of one batch (float32): the target loss plus the weighted edge loss."""
-        distance = F.l1_loss if self.loss_type == "l1" else F.mse_loss
         prediction, clean = prediction.float(), clean.float()
-        loss = distance(prediction, self.target(clean, noise.float(), timesteps))
+        loss = self.distance(prediction, self.target(clean, noise.float(), timesteps))
         if self.edge_loss_weight > 0:
             implied = self.predicted_clean(prediction, noisy.float(), timesteps)
             edges = zip(finite_differences(implied), finite_differences(clean))
