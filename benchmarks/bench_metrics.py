@@ -16,16 +16,16 @@ it, install it in a throwaway virtualenv (never the project's python):
 `--reference` maps `gin.tf` onto gin (translating the old `blacklist=` keyword) before importing
 the metric modules, and binds the published gin settings (20 histogram bins, prune threshold 0.05).
 
-DCI runs with `dci.DEFAULT_BACKEND` ("numpy", metrics/gradient_boosting.py). `--dci-backends`
+DCI runs with `dci.DEFAULT_BACKEND` ("numpy", metrics/gradient_boosting.py). `--dci_backends`
 also times one DCI call per case with each backend ("numpy" and "sklearn", the classifier the
 reference fits) and prints the full protocol's speed-up over the same protocol with sklearn's
-classifier, which costs what the reference costs (DCI is ~90% of it). `--dci-size 10000` adds a
+classifier, which costs what the reference costs (DCI is most of it). `--dci_size 10000` adds a
 10,000 x 20 Shapes3D-like table (grid [10, 10, 10, 8, 4, 15]: 10,000 distinct codes, no grid
 duplicates) for that comparison; sklearn takes minutes there.
 
 Usage:
-    python3 benchmarks/bench_metrics.py [--cases fixtures shapes3d] [--reference] [--skip-dci]
-                                         [--dci-backends] [--dci-size 10000]
+    python3 benchmarks/bench_metrics.py [--cases fixtures shapes3d] [--reference] [--skip_dci]
+                                         [--dci_backends] [--dci_size 10000]
 """
 from __future__ import annotations
 
@@ -149,10 +149,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--cases", nargs="*", default=["fixtures", "shapes3d"], choices=["fixtures", "shapes3d"])
     parser.add_argument("--reference", action="store_true", help="also time disentanglement_lib (see docstring)")
-    parser.add_argument("--skip-dci", action="store_true", help="leave DCI (the slowest) out")
+    parser.add_argument("--skip_dci", action="store_true", help="leave DCI (the slowest) out")
     parser.add_argument("--json", default=None, help="write the figures here too")
-    parser.add_argument("--dci-backends", action="store_true", help="time DCI with both classifiers")
-    parser.add_argument("--dci-size", type=int, default=0, help="also a Shapes3D-like table of this many codes")
+    parser.add_argument("--dci_backends", action="store_true", help="time DCI with both classifiers")
+    parser.add_argument("--dci_size", type=int, default=0, help="also a Shapes3D-like table of this many codes")
     args = parser.parse_args()
     names = [n for n in OURS if not (args.skip_dci and n == "dci")]
 

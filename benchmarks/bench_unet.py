@@ -24,7 +24,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=3, help="timed training steps per measurement")
     parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--small-batch", type=int, default=64)
+    parser.add_argument("--small_batch", type=int, default=64)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--variants", action="store_true", help="also time each speed knob")
     args = parser.parse_args()

@@ -83,8 +83,10 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--image_size", type=int, default=None, help="image side (default: the EncDiff preset's)")
     p.add_argument("--metric_num_train", type=int, default=10000, help="metric training samples (protocol: 10000)")
     p.add_argument("--metric_num_eval", type=int, default=5000, help="metric evaluation samples (protocol: 5000)")
-    p.add_argument("--held_factor_sizes", default=",".join(map(str, HELD_GRID)),
-                   help="held sub-grid the metrics score: classes kept per Shapes3D factor")
+    p.add_argument("--held_factor_sizes", type=json.loads, default=HELD_GRID,
+                   help="held sub-grid the metrics score: classes kept per Shapes3D factor, the loaders' "
+                        "factor_sizes option in JSON (e.g. '[5,5,5,4,4,5]'), as the training scripts' "
+                        "--validation_dataset_options spell it")
     p.add_argument("--encdiff_preset", default="small", help="train_encdiff.py --preset")
     p.add_argument("--encdiff_args", default="", help="extra arguments for train_encdiff.py (one string)")
     p.add_argument("--baseline_args", default="", help="extra arguments for train_baseline.py (one string)")
@@ -111,7 +113,6 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     args.ablations = sorted(ABLATIONS) if groups == ["all"] else groups
     if set(args.ablations) - set(ABLATIONS):
         p.error(f"unknown --ablations {sorted(set(args.ablations) - set(ABLATIONS))}; expected {sorted(ABLATIONS)} or all")
-    args.held_factor_sizes = [int(s) for s in args.held_factor_sizes.split(",")]
     args.import_methods = [m.strip() for m in args.import_methods.split(",") if m.strip()]
     if args.import_methods and not (args.import_results and os.path.isfile(args.import_results)):
         p.error(f"--import_methods needs --import_results FILE (an earlier results.json), got {args.import_results!r}")
@@ -242,32 +243,10 @@ def run(args, method: str, seed: int) -> dict:
 
 
 # -- reading runs ---------------------------------------------------------------------------------
-def learning_curve(records: list[dict], batch_size: Optional[int] = None) -> list[dict]:
-    """Validation points with `train_seconds` (validation time excluded) and `images_seen`.
-
-    Both training scripts log them in every validation record, taken as they are. (Fallback for logs
-    of older train_encdiff.py versions, which logged only wall-clock `seconds` on train steps: the time
-    of each validation is the gap between the train steps around it less a typical step.)
-    """
-    train = {r["step"]: r for r in records if r.get("event") == "train"}
-    validations = [r for r in records if r.get("event") == "validation"]
-    curve = []
-    if validations and "train_seconds" in validations[0]:
-        return [{k: v for k, v in r.items() if k not in ("event", "images")} for r in validations]
-    validated = {r["step"] for r in validations}
-    gaps = [train[s + 1]["seconds"] - train[s]["seconds"] for s in train if s + 1 in train and s not in validated]
-    typical = float(np.median(gaps)) if gaps else 0.0
-    overhead = 0.0
-    for record in validations:
-        step = record["step"]
-        point = {k: v for k, v in record.items() if k not in ("event", "images")}
-        if step in train:
-            point["train_seconds"] = round(train[step]["seconds"] - overhead, 3)
-            point["images_seen"] = train[step].get("images_seen", step * (batch_size or 0))
-        if step + 1 in train and step in train:
-            overhead += max(0.0, train[step + 1]["seconds"] - train[step]["seconds"] - typical)
-        curve.append(point)
-    return curve
+def learning_curve(records: list[dict]) -> list[dict]:
+    """Validation points with `train_seconds` (validation time excluded) and `images_seen`: the
+    training scripts log both in every validation record, taken as they are."""
+    return [{k: v for k, v in r.items() if k not in ("event", "images")} for r in records if r.get("event") == "validation"]
 
 
 def collect(args, methods: list[str]) -> list[dict]:

@@ -16,8 +16,8 @@ Steps (the device is CUDA when `torch.cuda.is_available()`, else the CPU):
    resident data and the latent cache, for `--train_minutes` of training time, validating every
    `--validation_minutes` (FactorVAE / DCI / MIG on the held 10,000-point grid);
 5. `report.json` + `report.md` in `--output_dir`: images/s per knob, images seen, the metrics over
-   training time, the projected time to 3.6M images (where a re-run of the release reached FactorVAE
-   1.000 / DCI 0.993).
+   training time, the projected time to 3.6M images (the release's training length; the README gives
+   what a re-run of the release reached).
 
 `--smoke` runs the same steps on the CPU with the `tiny` models (a 16x16 latent preset on a tiny VQ,
 a 96-image grid, a few steps; torch.compile skipped: it needs minutes of C++ compilation on a CPU).

@@ -36,7 +36,7 @@ from diffusers.pipelines.pipeline_loading_utils import LOADABLE_CLASSES
 from diffusers.pipelines.pipeline_utils import DiffusionPipeline
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
-from .remote_code import MODEL_INDEX, PACKAGE, _package_class, bundle_module_source, write_remote_code  # noqa: F401
+from .remote_code import MODEL_INDEX, PACKAGE, _package_class, write_remote_code
 from .version import __version__
 
 WEIGHTS_NAME = "diffusion_pytorch_model"

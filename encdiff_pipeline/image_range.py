@@ -4,6 +4,7 @@ models take `(B, C, H, W)` tensors in [-1, 1].
 Example:
     >>> x = to_model_input(dataset.get_images([0, 1]))      # (2, C, H, W) in [-1, 1]
     >>> to_unit_images(x).shape                              # (2, H, W, C) in [0, 1]
+    >>> to_unit_range(x)                                     # (2, C, H, W) in [0, 1], still a tensor
 """
 from __future__ import annotations
 
@@ -20,7 +21,13 @@ def to_model_input(images: np.ndarray, device: torch.device | str | None = None)
     return tensor * 2.0 - 1.0
 
 
+def to_unit_range(images: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
+    """Values in [-1, 1] -> [0, 1], in the same layout, type, device and dtype (not clipped): the
+    arithmetic of the reverse conversion, for tensors that stay on the device (loss targets, metrics)."""
+    return (images + 1.0) / 2.0
+
+
 def to_unit_images(images: torch.Tensor) -> np.ndarray:
     """Model images `(B, C, H, W)` in [-1, 1] (any device and dtype) -> float32 numpy `(B, H, W, C)` in [0, 1]
     (clipped)."""
-    return ((images.permute(0, 2, 3, 1).float().cpu().numpy() + 1) / 2).clip(0, 1)
+    return to_unit_range(images.permute(0, 2, 3, 1).float().cpu().numpy()).clip(0, 1)

@@ -21,7 +21,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("pipeline", help="a saved EncDiffPipeline folder or Hub id")
     parser.add_argument("--out", default="attention.png", help="PNG to write")
-    parser.add_argument("--num-images", type=int, default=4, help="rows of the figure")
+    parser.add_argument("--num_images", type=int, default=4, help="rows of the figure")
     parser.add_argument("--timesteps", type=int, nargs="+", default=[250, 500, 750], help="noise levels to average")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()

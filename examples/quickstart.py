@@ -3,7 +3,7 @@
 The models are freshly initialised (untrained), so the pictures are noise-like; the point is the
 API. Runs in a few seconds on a CPU.
 
-    python examples/quickstart.py --output-dir encdiff-quickstart
+    python examples/quickstart.py --output_dir encdiff-quickstart
 """
 import argparse
 from pathlib import Path
@@ -18,9 +18,9 @@ from encdiff_pipeline.visualization import attention_grid, image_grid
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--output-dir", type=Path, default=Path("encdiff-quickstart"))
-    parser.add_argument("--image-size", type=int, default=32)
-    parser.add_argument("--num-concepts", type=int, default=6)
+    parser.add_argument("--output_dir", type=Path, default=Path("encdiff-quickstart"))
+    parser.add_argument("--image_size", type=int, default=32)
+    parser.add_argument("--num_concepts", type=int, default=6)
     parser.add_argument("--steps", type=int, default=10, help="DDIM steps")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()

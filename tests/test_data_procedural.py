@@ -105,7 +105,7 @@ def test_sub_grid_renders_the_same_images_as_the_full_grid(data32):
 
 def test_sample_sheet_command(tmp_path):
     out = tmp_path / "sheet.png"
-    sample_sheet_main(["--dataset", "procedural-shapes3d", "--out", str(out), "--image-size", "32"])
+    sample_sheet_main(["--dataset", "procedural-shapes3d", "--out", str(out), "--image_size", "32"])
     from PIL import Image
 
     sheet = np.asarray(Image.open(out))

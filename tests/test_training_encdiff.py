@@ -235,12 +235,15 @@ def test_bad_arguments_stop_before_training(tmp_path, monkeypatch, extra, messag
 
 def test_output_dir_of_another_run_and_unknown_preset(full_run, tmp_path, capsys):
     script = _script()
-    # as the script runs them (run_training releases the run folder's lock however main ends)
+    # in-process: main releases the run folder's lock however it ends
     with pytest.raises(SystemExit, match="already holds another run"):
-        script.run_training(script.main, script.parse_args(["--preset", "tiny", "--output_dir", full_run, "--max_train_steps", "2"]))
+        script.main(script.parse_args(["--preset", "tiny", "--output_dir", full_run, "--max_train_steps", "2"]))
     with pytest.raises(SystemExit, match="cannot resume .* different settings"):
-        script.run_training(script.main, script.parse_args(["--preset", "tiny", "--output_dir", full_run, "--max_train_steps", "8",
-                                                            "--resume_from_checkpoint", "latest", "--seed", "4"]))
+        script.main(script.parse_args(["--preset", "tiny", "--output_dir", full_run, "--max_train_steps", "8",
+                                       "--resume_from_checkpoint", "latest", "--seed", "4"]))
+    from encdiff_pipeline.training.checkpointing import RunLock
+
+    RunLock(full_run).release()  # free again (a lock still held would stop this with SystemExit)
     with pytest.raises(SystemExit):
         script.parse_args(["--preset", "huge", "--output_dir", str(tmp_path), "--max_train_steps", "2"])
     assert "unknown --preset 'huge'" in capsys.readouterr().err

@@ -36,7 +36,7 @@ def _train(script, output_dir, steps, accumulation, resume=False):
             "--gradient_accumulation_steps", str(accumulation)]
     if resume:
         argv += ["--resume_from_checkpoint", "latest"]
-    script.run_training(script.main, script.parse_args(argv))  # as the script runs it: the run's lock is released
+    script.main(script.parse_args(argv))  # main releases the run's lock when it returns
 
 
 def _weights(checkpoint):

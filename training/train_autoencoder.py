@@ -37,6 +37,7 @@ from encdiff_pipeline.training.batches import BatchOrder, batch_loader, step_gen
 from encdiff_pipeline.training.checkpointing import (check_run_folder, checkpoint_step, load_checkpoint, lock_run_folder,
                                                      run_training, save_checkpoint, write_run_settings)
 from encdiff_pipeline.training.factor_data import load_dataset
+from encdiff_pipeline.training.presets import add_image_size_argument
 from encdiff_pipeline.training.validation import CELL, RunLog
 from encdiff_pipeline.visualization import image_grid
 
@@ -57,7 +58,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--dataset", default="procedural-shapes3d", help="factor dataset source (as for train_encdiff.py)")
     p.add_argument("--dataset_options", type=json.loads, default={}, help="JSON keyword options for load_factor_dataset")
-    p.add_argument("--image_size", type=int, default=64, help="image side; stored images are resized to it")
+    add_image_size_argument(p, default_preset="paper")  # the latent EncDiff preset a first stage serves
     p.add_argument("--model_type", default="vq", choices=["vq", "kl"], help="diffusers VQModel or AutoencoderKL")
     p.add_argument("--preset", default="paper", choices=sorted(AUTOENCODER_PRESETS), help="first-stage size (all f=4)")
     p.add_argument("--output_dir", required=True, help="run folder; the trained model is saved at its top level")
@@ -108,10 +109,10 @@ def evaluate_reconstruction(model, images: torch.Tensor, path: str) -> dict[str,
     model.eval()
     recon = Reconstruction(model)(images)[0].clamp(-1, 1)
     model.train()
-    x, y = (images + 1) / 2, (recon + 1) / 2
-    mse = float(F.mse_loss(y, x))
+    x, y = to_unit_images(images), to_unit_images(recon)
+    mse = float(np.mean((y - x) ** 2))
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    image_grid([to_unit_images(images[:16]), to_unit_images(recon[:16])], row_labels=["input", "reconstruction"],
+    image_grid([x[:16], y[:16]], row_labels=["input", "reconstruction"],
                min_cell_size=CELL).save(path)
     return {"mse": mse, "psnr": float(10 * math.log10(1.0 / max(mse, 1e-12)))}
 
@@ -119,7 +120,12 @@ def evaluate_reconstruction(model, images: torch.Tensor, path: str) -> dict[str,
 def main(args: argparse.Namespace) -> str:
     accelerator = Accelerator(mixed_precision=args.mixed_precision)
     settings = {**vars(args), "num_processes": accelerator.num_processes}
-    run_lock = lock_run_folder(accelerator, args.output_dir)  # noqa: F841 (held until main returns)
+    with lock_run_folder(accelerator, args.output_dir):  # released when main ends, however it ends
+        return train(args, accelerator, settings)
+
+
+def train(args: argparse.Namespace, accelerator: Accelerator, settings: dict) -> str:
+    """The run, in its locked run folder."""
     resume_from = check_run_folder(args.output_dir, args.resume_from_checkpoint, settings, RUN_IDENTITY, ARGS_FILE)
     dataset = load_dataset(*train_dataset_spec(vars(args), args.image_size))
     channels, size = dataset[0][0].shape[:2]

@@ -31,9 +31,10 @@ from accelerate.utils import set_seed
 
 from encdiff_pipeline.atomic import atomic_folder, write_json
 from encdiff_pipeline.baselines import BASELINES, FactorVAEModel
-from encdiff_pipeline.image_range import to_model_input, to_unit_images
+from encdiff_pipeline.image_range import to_model_input, to_unit_range
 from encdiff_pipeline.training.arg_checks import check_training_args
 from encdiff_pipeline.training.factor_data import PROCEDURAL, load_datasets
+from encdiff_pipeline.training.presets import add_image_size_argument
 from encdiff_pipeline.training.validation import CELL, RunLog, concept_metrics
 from encdiff_pipeline.visualization import image_grid, swap_grid_labels
 
@@ -44,7 +45,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--model", required=True, choices=sorted(BASELINES), help="which baseline to train")
     p.add_argument("--dataset", default=PROCEDURAL, help="factor dataset: 'procedural-shapes3d', a file/folder or a Hub id")
     p.add_argument("--dataset_options", type=json.loads, default={}, help="JSON options for load_factor_dataset")
-    p.add_argument("--image_size", type=int, default=32, help="image side; stored images are resized to it (64 -> 32: 2x2 block means)")
+    add_image_size_argument(p, default_preset="small")  # the CPU default EncDiff the baselines are compared with
     p.add_argument("--validation_dataset", default=None, help="held factor dataset (default: a 10,000-point procedural sub-grid)")
     p.add_argument("--validation_dataset_options", type=json.loads, default=None, help="JSON options for the held dataset")
     p.add_argument("--output_dir", required=True, help="run folder: logs, model, grids")
@@ -91,7 +92,7 @@ def save_grids(model, images: torch.Tensor, output_dir: str, num_values: int = 8
     and traversal.png (row k: latent k of image 0 swept over its range on these images)."""
     was_training = model.training
     model.eval()
-    inputs = torch.from_numpy(to_unit_images(images)).permute(0, 3, 1, 2).to(images.device).unsqueeze(0)
+    inputs = to_unit_range(images.float()).clamp(0, 1).unsqueeze(0)
     paths = {"swap": os.path.join(output_dir, "swap.png"), "traversal": os.path.join(output_dir, "traversal.png")}
     swap_rows, columns = swap_grid_labels(model.config.num_latents, len(images), name="latent")
     swap_rows.insert(1, "reconstruction")

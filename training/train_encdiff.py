@@ -30,6 +30,7 @@ The paper's two ablations:
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import logging
 import os
@@ -37,7 +38,6 @@ import time
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.logging import get_logger
 from accelerate.utils import ProjectConfiguration, broadcast, set_seed
@@ -64,7 +64,7 @@ from encdiff_pipeline.training.fast_path import (DeviceBatches, LossMonitor, bui
                                                  training_forward)
 from encdiff_pipeline.training.first_stage import load_vae
 from encdiff_pipeline.training.latent_cache import load_latent_cache
-from encdiff_pipeline.training.presets import ENCDIFF_PRESETS, load_preset
+from encdiff_pipeline.training.presets import ENCDIFF_PRESETS, add_image_size_argument, load_preset
 from encdiff_pipeline.training.validation import (RunLog, check_held_images, concept_metrics, logged_train_seconds,
                                                   push_failure_message, save_decoder_images, save_validation_images)
 
@@ -91,7 +91,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="factor dataset: 'procedural-shapes3d', a file/folder in a supported format, a local `datasets` folder or a Hub id")
     p.add_argument("--dataset_options", type=json.loads, default={},
                    help='JSON keyword options for load_factor_dataset, e.g. \'{"factor_sizes": [4,4,4,8,4,15]}\' '
-                        "(procedural data get the preset's image_size unless given)")
+                        "(their image_size is --image_size unless given)")
+    add_image_size_argument(p, default_preset=None)
     p.add_argument("--preset", default="small", help=f"model + training preset, one of {sorted(ENCDIFF_PRESETS)}")
     p.add_argument("--config", default=None, help="JSON file with a custom preset (same keys as presets.py); overrides --preset")
     p.add_argument("--vae_path", default=None,
@@ -191,6 +192,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         preset = load_preset(args.preset, args.config)
     except ValueError as err:
         p.error(str(err))
+    if args.image_size is None:
+        args.image_size = preset["image_size"]
+    elif args.image_size != preset["image_size"]:
+        p.error(f"--image_size {args.image_size}: {args.config or 'preset ' + repr(args.preset)} is built for "
+                f"{preset['image_size']}x{preset['image_size']} images")
     for key, value in {**TRAINING_DEFAULTS, **preset["training"]}.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
@@ -259,13 +265,7 @@ def adagn_overrides(preset: dict, overrides: dict, encoder) -> dict:
 
 def main(args: argparse.Namespace) -> str:
     project = ProjectConfiguration(project_dir=args.output_dir, logging_dir=os.path.join(args.output_dir, "logs"))
-    tracker = None
-    if args.report_to == "tensorboard":
-        try:
-            import tensorboard  # noqa: F401
-            tracker = "tensorboard"
-        except ImportError:
-            pass
+    tracker = "tensorboard" if args.report_to == "tensorboard" and importlib.util.find_spec("tensorboard") else None
     accelerator = Accelerator(gradient_accumulation_steps=args.gradient_accumulation_steps,
                               mixed_precision=args.mixed_precision, log_with=tracker, project_config=project)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(message)s", level=logging.INFO)
@@ -275,10 +275,15 @@ def main(args: argparse.Namespace) -> str:
     # ---- everything that can be wrong with the arguments is checked before training starts ----
     settings = {**{k: v for k, v in vars(args).items() if k != "preset_spec"}, "num_processes": accelerator.num_processes,
                 "preset_spec": args.preset_spec}
-    run_lock = lock_run_folder(accelerator, args.output_dir)  # noqa: F841 (held until main returns)
+    with lock_run_folder(accelerator, args.output_dir):  # released when main ends, however it ends
+        return train(args, accelerator, settings, tracker)
+
+
+def train(args: argparse.Namespace, accelerator: Accelerator, settings: dict, tracker: str | None) -> str:
+    """The run, in its locked run folder."""
     resume_from = check_run_folder(args.output_dir, args.resume_from_checkpoint, settings, RUN_IDENTITY, ARGS_FILE)
     vae = load_vae(args.vae_path)
-    dataset, held = load_datasets(args, args.preset_spec["image_size"])
+    dataset, held = load_datasets(args, args.image_size)
     check_held_images(args.num_validation_images, held)
     image_shape = tuple(dataset[0][0].shape)
     if args.preset_spec["patch_size"] > 1:  # the U-Net works on p x p patches of the pixels (a lossless first stage)
@@ -449,9 +454,7 @@ def main(args: argparse.Namespace) -> str:
             # a tuple, not the output dataclass: accelerate's mixed-precision wrapper rebuilds mappings by keyword
             _, tokens = encoder(images, return_dict=False, check_inputs=False)
             if deterministic:  # EncDec w/o Diff: zeros at t=0 -> the image, no noise
-                prediction = deterministic_decode(unet, tokens, unet_config)
-                loss_fn = F.l1_loss if args.loss_type == "l1" else F.mse_loss
-                loss = loss_fn(prediction.float(), clean.float())
+                loss = objective.distance(deterministic_decode(unet, tokens, unet_config), clean)
             else:
                 noisy, timesteps, noise = objective.noise(clean, generator)
                 skip_dropout.generator = generator

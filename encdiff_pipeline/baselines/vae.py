@@ -20,6 +20,7 @@ from diffusers.configuration_utils import ConfigMixin
 from diffusers.utils import BaseOutput
 from torch import nn
 
+from ..image_range import to_unit_range
 from ..models.concept_encoder import release_trunk
 from .decoder import DeconvDecoder, default_num_downsamples
 from .losses import gaussian_kl, reconstruction_loss
@@ -150,7 +151,7 @@ class VAEModel(ModelMixin, ConfigMixin):
                      return_dict: bool = True) -> VAELossOutput | tuple:
         """The method's loss on a batch of images (B, C, H, W) in [-1, 1]."""
         output = self(images, generator=generator)
-        target = (images.to(output.logits.dtype) + 1.0) / 2.0
+        target = to_unit_range(images.to(output.logits.dtype))
         reconstruction = reconstruction_loss(output.logits, target, self.config.likelihood)
         regulariser, kl, tc = self.regulariser(output)
         loss = reconstruction + regulariser

@@ -24,6 +24,8 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
+from ..image_range import to_model_input
+
 ATTRIBUTE_FILE = "list_attr_celeba.txt"
 
 
@@ -127,5 +129,5 @@ class CelebA(torch.utils.data.Dataset):
         return out
 
     def __getitem__(self, index: int):
-        image = torch.from_numpy(self.get_images([index])[0]).permute(2, 0, 1) * 2.0 - 1.0
+        image = to_model_input(self.get_images([index]))[0]
         return image, torch.from_numpy(self.attributes[index])

@@ -20,6 +20,7 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
+from ..image_range import to_model_input
 from .resize import check_output_options, resize_images
 
 
@@ -121,8 +122,7 @@ class FactorDataset(torch.utils.data.Dataset):
         return to_hf_dataset(self, indices=indices, batch_size=batch_size, cache_dir=cache_dir)
 
     def __getitem__(self, index: int):
-        image = self.get_images(np.asarray([index]))[0]
-        tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1) * 2.0 - 1.0
+        tensor = to_model_input(self.get_images(np.asarray([index])))[0]
         return tensor, torch.from_numpy(self.index_to_factors(index))
 
 

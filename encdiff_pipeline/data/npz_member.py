@@ -23,11 +23,12 @@ from __future__ import annotations
 import hashlib
 import os
 import struct
-import tempfile
 import zipfile
 from typing import Optional
 
 import numpy as np
+
+from ..atomic import atomic_path
 
 _LOCAL_HEADER = struct.Struct("<4s2B4HL2L2H")  # zip local file header, 30 bytes
 _CHUNK = 1 << 24
@@ -134,29 +135,25 @@ def _decompress_to_cache(archive, info, path, key, shape, fortran, dtype, nbytes
     digest = member_digest(path, info)[:32]
     target = os.path.join(cache_dir, f"{os.path.basename(path)}-{key}-{digest}.npy")
     if not os.path.exists(target):
-        fd, tmp = tempfile.mkstemp(dir=cache_dir, suffix=".npy.tmp")
-        os.close(fd)
         try:
-            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape, fortran_order=fortran)
-            flat = out.reshape(-1, order="A").view(np.uint8) if nbytes else np.empty(0, np.uint8)
-            done = 0
-            with archive.open(info) as stream:
-                _read_npy_header(stream, path, key)
-                while done < nbytes:
-                    chunk = stream.read(min(_CHUNK, nbytes - done))
-                    if not chunk:
-                        break
-                    flat[done:done + len(chunk)] = np.frombuffer(chunk, dtype=np.uint8)
-                    done += len(chunk)
-            if done != nbytes:
-                raise OSError(f"{path}: array '{key}' ends after {done} of {nbytes} bytes (truncated?)")
-            out.flush()
-            del out, flat
-            os.replace(tmp, target)
-        except (zipfile.BadZipFile, EOFError, Exception) as error:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-            if isinstance(error, (OSError, ValueError)):
-                raise
+            with atomic_path(target) as tmp:
+                out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape, fortran_order=fortran)
+                flat = out.reshape(-1, order="A").view(np.uint8) if nbytes else np.empty(0, np.uint8)
+                done = 0
+                with archive.open(info) as stream:
+                    _read_npy_header(stream, path, key)
+                    while done < nbytes:
+                        chunk = stream.read(min(_CHUNK, nbytes - done))
+                        if not chunk:
+                            break
+                        flat[done:done + len(chunk)] = np.frombuffer(chunk, dtype=np.uint8)
+                        done += len(chunk)
+                if done != nbytes:
+                    raise OSError(f"{path}: array '{key}' ends after {done} of {nbytes} bytes (truncated?)")
+                out.flush()
+                del out, flat
+        except (OSError, ValueError):
+            raise
+        except Exception as error:  # zipfile.BadZipFile, EOFError, zlib errors
             raise OSError(f"{path}: cannot decompress array '{key}' (truncated or corrupt?): {error}") from error
     return np.load(target, mmap_mode="r", allow_pickle=False)

@@ -21,11 +21,11 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from typing import Mapping, Optional, Sequence, Union
 
 import numpy as np
 
+from ..atomic import atomic_path
 from . import shapes3d_renderer
 from .checks import check_positive_int
 
@@ -158,15 +158,8 @@ class ProceduralShapes3D(FactorDataset):
                 for k, orientation in enumerate(values[5]):
                     table[i, j, k] = geometry_weights(self.image_size, scale, int(shape_id), orientation,
                                                       self.supersample)
-        os.makedirs(cache_dir, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=cache_dir, suffix=".npy.tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.save(f, table)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            np.save(f, table)
         return table
 
     def render_factors(self, factors) -> np.ndarray:

@@ -7,8 +7,6 @@ Example:
 from __future__ import annotations
 
 import argparse
-import os
-import tempfile
 from typing import Optional, Sequence
 
 import numpy as np
@@ -51,17 +49,11 @@ def save_sample_sheet(dataset, path: str, **kwargs) -> str:
     """Write `sample_sheet(dataset, **kwargs)` to a PNG (atomically) and return the path."""
     from PIL import Image
 
+    from ..atomic import atomic_path
+
     sheet = sample_sheet(dataset, **kwargs)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".png.tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         Image.fromarray(sheet).save(tmp, format="PNG")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return path
 
 
@@ -72,10 +64,10 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--dataset", default="procedural-shapes3d",
                         help="'procedural-shapes3d', a dataset file/folder or a Hub id")
     parser.add_argument("--out", default="sample_sheet.png", help="PNG to write")
-    parser.add_argument("--image-size", type=int, default=None, help="procedural-shapes3d only: 64 or 32")
+    parser.add_argument("--image_size", type=int, default=None, help="procedural-shapes3d only: 64 or 32")
     parser.add_argument("--columns", type=int, default=15, help="images per row (at most)")
     parser.add_argument("--scale", type=int, default=None, help="pixel magnification (default: 64 px per image)")
-    parser.add_argument("--base-index", type=int, default=None,
+    parser.add_argument("--base_index", type=int, default=None,
                         help="grid index whose factors are held fixed (default: a varied fixed choice)")
     args = parser.parse_args(argv)
     options = {"image_size": args.image_size} if args.image_size else {}

@@ -89,7 +89,7 @@ class Shapes3D(FactorDataset):
         indices = np.asarray(indices, dtype=np.int64).reshape(-1)
         self.index_to_factors(indices)  # range check
         rows = indices if self._index_to_row is None else self._index_to_row[indices]
-        # one read per row: h5py's fancy indexing (a point selection) is ~100x slower
+        # one read per row: h5py's fancy indexing (a point selection) is much slower
         images = self._images()
         out = np.empty((len(rows),) + self.image_shape, dtype=np.float32)
         try:

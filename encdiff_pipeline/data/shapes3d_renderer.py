@@ -59,10 +59,6 @@ def _dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 # -- ray / object intersections (vectorised over rays: origins (N, 3) or (3,), directions (N, 3)) --
-def _no_hit(n: int):
-    return np.full(n, np.inf), np.zeros((n, 3))
-
-
 def _intersect_box(o, d, half: float, height: float):
     lo = np.array([-half, 0.0, -half])
     hi = np.array([half, height, half])

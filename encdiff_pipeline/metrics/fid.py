@@ -104,10 +104,12 @@ def _to_unit_nchw(images) -> "Any":
     """Images -> float tensor (B, 3, H, W) in [0, 1]. Accepts numpy NHWC uint8 / [0, 1] floats or torch NCHW in [-1, 1]."""
     import torch
 
+    from ..image_range import to_unit_range
+
     if isinstance(images, torch.Tensor):
         if images.ndim != 4:
             raise ValueError(f"expected image tensors (B, C, H, W), got {tuple(images.shape)}")
-        x = (images.float() + 1.0) / 2.0  # diffusers convention: [-1, 1]
+        x = to_unit_range(images.float())  # diffusers convention: [-1, 1]
     else:
         array = np.asarray(images)
         if array.ndim != 4:

@@ -6,7 +6,7 @@ or added embeddings.
 
 Example:
     >>> from encdiff_pipeline.models import unet_from_preset
-    >>> unet = unet_from_preset("paper")                      # latent 16x16x3, ~37.5M params
+    >>> unet = unet_from_preset("paper")                      # latent 16x16x3
     >>> unet = unet_from_preset("small", cross_attention_dim=32)
 """
 from __future__ import annotations
@@ -39,10 +39,9 @@ UNET_PRESETS: dict[str, dict[str, Any]] = {
         "attention_head_dim": 8,
     },
     # CPU training in pixel space at 16x16 (levels 16, 8, 4), ~1.7M params: attention at 8x8, 4x4 and
-    # the middle. Chosen by what the encoder learns per minute on the 2-core box (train_encdiff.py,
-    # procedural Shapes3D, 12 min at 1 thread, FactorVAE / DCI on the held grid): this 0.76 / 0.55;
-    # the same levels without the 8x8 attention (16-8-4-2, 2.2M) 0.71 / 0.47; the former 32x32 layout
-    # 0.50 / 0.25 after 6 min and 0.56 / 0.17 after 10. Self-attention at 16x16 halves the step rate.
+    # the middle. Chosen by what the encoder learns per minute of CPU training against other layouts
+    # (fewer attention levels, a fourth level, 32x32 pixels, attention at 16x16); the README's Results
+    # give the figures.
     "small": {
         **_COMMON,
         "sample_size": 16,

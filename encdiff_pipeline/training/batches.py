@@ -54,6 +54,11 @@ def to_uint8(images: np.ndarray) -> np.ndarray:
     return np.round(np.asarray(images, dtype=np.float32) * 255.0).astype(np.uint8)
 
 
+def to_uint8_pixels(images: np.ndarray) -> torch.Tensor:
+    """Dataset images `(B, H, W, C)` in [0, 1] -> a contiguous uint8 tensor `(B, C, H, W)` (`to_uint8`)."""
+    return torch.from_numpy(np.ascontiguousarray(to_uint8(images).transpose(0, 3, 1, 2)))
+
+
 def uint8_to_model_range(images: torch.Tensor) -> torch.Tensor:
     """uint8 images (B, C, H, W) on any device -> float32 in [-1, 1]; the same arithmetic on CPU and CUDA."""
     return images.float().div_(255.0).mul_(2.0).sub_(1.0)
@@ -73,8 +78,7 @@ class RenderedBatches(torch.utils.data.Dataset):
         indices = self.order.indices(k)
         images = np.asarray(self.dataset.get_images(indices), dtype=np.float32)  # (B, H, W, C) in [0, 1]
         if self.uint8:
-            pixels = torch.from_numpy(np.ascontiguousarray(to_uint8(images))).permute(0, 3, 1, 2)
-            return uint8_to_model_range(pixels).contiguous(), torch.from_numpy(self.dataset.index_to_factors(indices)), k
+            return uint8_to_model_range(to_uint8_pixels(images)), torch.from_numpy(self.dataset.index_to_factors(indices)), k
         return to_model_input(images).contiguous(), torch.from_numpy(self.dataset.index_to_factors(indices)), k
 
 

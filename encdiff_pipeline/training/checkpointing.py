@@ -21,6 +21,7 @@ Example:
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -176,8 +177,9 @@ def load_checkpoint(accelerator, checkpoint: str) -> None:
 
 class RunLock:
     """An exclusive lock on a run folder (`<output_dir>/.lock`, `fcntl.flock`): a second training into
-    the same folder stops with a message. The kernel releases it when the process ends, however it
-    ends; a folder this lock created and that holds nothing else is removed on release."""
+    the same folder stops with a message. A context manager: leaving the block releases it (the kernel
+    releases it anyway when the process ends); a folder this lock created and that holds nothing else
+    is removed on release."""
 
     def __init__(self, output_dir: str):
         self.output_dir = output_dir
@@ -201,10 +203,12 @@ class RunLock:
         self.handle.truncate()
         self.handle.write(f"pid {os.getpid()}\n")
         self.handle.flush()
-        import atexit
 
-        atexit.register(self.release)
-        _HELD_LOCKS.append(self)
+    def __enter__(self) -> "RunLock":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.release()
 
     def release(self) -> None:
         if self.handle.closed:
@@ -218,18 +222,10 @@ class RunLock:
         self.handle.close()
 
 
-_HELD_LOCKS: list[RunLock] = []
-
-
-def release_run_locks() -> None:
-    """Release every run lock this process holds (removing folders that hold nothing but their lock)."""
-    while _HELD_LOCKS:
-        _HELD_LOCKS.pop().release()
-
-
-def lock_run_folder(accelerator, output_dir: str) -> RunLock | None:
-    """Lock `output_dir` for this run (main process only); SystemExit if another run holds it."""
-    return RunLock(output_dir) if accelerator.is_main_process else None
+def lock_run_folder(accelerator, output_dir: str) -> RunLock | contextlib.nullcontext:
+    """Lock `output_dir` for this run (main process only), for a `with` block; SystemExit if another
+    run holds it."""
+    return RunLock(output_dir) if accelerator.is_main_process else contextlib.nullcontext()
 
 
 def is_divergence(error: BaseException) -> bool:
@@ -251,8 +247,6 @@ def run_training(main, args):
         lr = getattr(args, "learning_rate", None)
         raise SystemExit(f"error: training diverged: {error}. {kept[0].upper() + kept[1:]}; lower --learning_rate"
                          + (f" (now {lr})" if lr is not None else "") + " and start a new --output_dir") from None
-    finally:
-        release_run_locks()
 
 
 def check_run_folder(output_dir: str, resume: str | None, settings: dict, identity_keys, args_file: str) -> str | None:

@@ -28,7 +28,7 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
-from .batches import BatchOrder, to_uint8, uint8_to_model_range
+from .batches import BatchOrder, to_uint8_pixels, uint8_to_model_range
 
 
 def configure_tf32(allow: bool, device: torch.device | str) -> None:
@@ -130,7 +130,7 @@ class _Chunks(torch.utils.data.Dataset):
 
     def __getitem__(self, j: int) -> torch.Tensor:
         indices = np.arange(j * self.chunk, min(len(self.dataset), (j + 1) * self.chunk))
-        return torch.from_numpy(np.ascontiguousarray(to_uint8(self.dataset.get_images(indices)).transpose(0, 3, 1, 2)))
+        return to_uint8_pixels(self.dataset.get_images(indices))
 
 
 def dataset_chunks(dataset, chunk: int = 1024, num_workers: int = 0) -> torch.utils.data.DataLoader:

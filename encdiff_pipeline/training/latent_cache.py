@@ -29,6 +29,7 @@ from .batches import RenderedBatches, uint8_to_model_range
 from .factor_data import load_dataset
 from .fast_path import dataset_chunks
 from .first_stage import load_vae
+from .presets import add_image_size_argument
 
 
 def encode_dataset(vae, dataset, device: torch.device | str = "cpu", batch_size: int = 512, num_workers: int = 0,
@@ -105,7 +106,7 @@ def main(argv: list[str] | None = None) -> str:
     p.add_argument("--vae_path", required=True, help="folder of a VQModel first stage (train_autoencoder.py)")
     p.add_argument("--dataset", default="procedural-shapes3d", help="factor dataset source (as for train_encdiff.py)")
     p.add_argument("--dataset_options", type=json.loads, default={}, help="JSON options for load_factor_dataset")
-    p.add_argument("--image_size", type=int, default=64, help="image side (the EncDiff preset's image_size)")
+    add_image_size_argument(p, default_preset="paper")
     p.add_argument("--output", required=True, help="the .safetensors file to write")
     p.add_argument("--batch_size", type=int, default=512, help="images per encoder call")
     p.add_argument("--num_workers", type=int, default=0, help="processes rendering / reading images ahead")

@@ -61,6 +61,19 @@ _TRAINING_KEYS = {"learning_rate", "lr_warmup_steps", "beta_schedule", "train_ba
                   "encoder_lr_scale"}
 
 
+def add_image_size_argument(parser, default_preset: str | None) -> None:
+    """`--image_size`, the one spelling of the image side in every training CLI (stored images are
+    resized to it). Its default is always an EncDiff preset's `image_size`: `default_preset`'s, or
+    with None the run's own `--preset` / `--config` (train_encdiff.py, which refuses any other size)."""
+    if default_preset is None:
+        parser.add_argument("--image_size", type=int, default=None,
+                            help="image side; must be the preset's (None: the --preset's image_size)")
+    else:
+        parser.add_argument("--image_size", type=int, default=ENCDIFF_PRESETS[default_preset]["image_size"],
+                            help=f"image side, as EncDiff's {default_preset!r} preset has it; stored images "
+                                 "are resized to it")
+
+
 def load_preset(name: str | None = None, config_file: str | None = None) -> dict[str, Any]:
     """A preset by name, or read from a JSON file with the same keys (the file wins when both are given).
 
