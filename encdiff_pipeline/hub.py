@@ -39,6 +39,8 @@ from diffusers.pipelines.pipeline_loading_utils import LOADABLE_CLASSES
 from diffusers.pipelines.pipeline_utils import DiffusionPipeline
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
+from .loading_allowlist import allowed_component_class
+
 PACKAGE = "encdiff_pipeline"
 PIPELINE_MODULE = "encdiff_pipeline.pipeline_encdiff"
 REMOTE_PIPELINE_FILE = "pipeline_encdiff"  # <folder>/pipeline_encdiff.py
@@ -509,10 +511,10 @@ def load_pipeline(cls: type, pretrained_model_name_or_path: str | os.PathLike, *
             init_kwargs[name] = passed[name]
         elif name in COMPONENT_NAMES and name in index:
             library, class_name = index[name]
-            if library is None:
+            component_cls = allowed_component_class(name, library, class_name, where=str(folder / MODEL_INDEX))
+            if component_cls is None:
                 init_kwargs[name] = None
                 continue
-            component_cls = _component_class(library, class_name)
             _check_slot(name, component_cls, folder, strict)
             if issubclass(component_cls, SchedulerMixin):
                 init_kwargs[name] = component_cls.from_pretrained(folder / name)
