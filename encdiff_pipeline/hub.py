@@ -370,6 +370,14 @@ def component_weight_files(component: Path, variant: str | None = None) -> list[
         raise ValueError(f"{shard_index} is not a valid shard index (a JSON object with a 'weight_map').") from error
 
 
+def check_not_a_mistyped_path(path: str) -> None:
+    """`FileNotFoundError` for 'runs/typo' where a local `runs/` exists: a mistyped path, not a Hub id."""
+    first = path.split("/")[0]
+    if "/" in path and not os.path.isdir(path) and os.path.isdir(first):
+        raise FileNotFoundError(f"{path} is not a folder (the local folder {first}/ has no {path.split('/', 1)[1]!r}); "
+                                f"not looking it up on the Hub. For a Hub repo, run from a folder without {first}/.")
+
+
 def resolve_pretrained_folder(pretrained_model_name_or_path: str | os.PathLike, **download_kwargs: Any) -> Path:
     """A local folder as is; a Hub repo id -> its downloaded snapshot (`huggingface_hub.snapshot_download`)."""
     path = str(pretrained_model_name_or_path)
@@ -377,13 +385,20 @@ def resolve_pretrained_folder(pretrained_model_name_or_path: str | os.PathLike, 
         return Path(path)
     if os.path.exists(path) or path.startswith((".", "/", "~")) or path.count("/") > 1:
         raise FileNotFoundError(f"{path} is neither a pipeline folder nor a Hub repo id ('user/name').")
+    check_not_a_mistyped_path(path)
     from . import __version__
 
-    return Path(
-        huggingface_hub.snapshot_download(
-            path, library_name="encdiff-pipeline", library_version=__version__, **download_kwargs
+    try:
+        return Path(
+            huggingface_hub.snapshot_download(
+                path, library_name="encdiff-pipeline", library_version=__version__, **download_kwargs
+            )
         )
-    )
+    except (huggingface_hub.errors.LocalEntryNotFoundError, huggingface_hub.errors.RepositoryNotFoundError,
+            huggingface_hub.errors.HFValidationError) as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise FileNotFoundError(f"{path} is not a local folder, and as a Hub repo id it cannot be found: "
+                                f"{first_line}") from error
 
 
 def _component_class(library: str, class_name: str) -> type:

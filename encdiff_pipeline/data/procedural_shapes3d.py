@@ -90,8 +90,6 @@ class ProceduralShapes3D(FactorDataset):
         factor_sizes: Union[None, Sequence[int], Mapping[str, int]] = None,
         supersample: int = 4,
     ):
-        if int(image_size) < 8:
-            raise ValueError(f"image_size must be >= 8, got {image_size}")
         self.image_size = check_positive_int("image_size", image_size, minimum=8)
         self.supersample = check_positive_int("supersample", supersample)
         self.factor_values = select_factor_values(factor_values, factor_sizes)

@@ -51,6 +51,8 @@ def save_sample_sheet(dataset, path: str, **kwargs) -> str:
     """Write `sample_sheet(dataset, **kwargs)` to a PNG (atomically) and return the path."""
     from PIL import Image
 
+    from ..cli import apply_default_mode
+
     sheet = sample_sheet(dataset, **kwargs)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
@@ -58,6 +60,7 @@ def save_sample_sheet(dataset, path: str, **kwargs) -> str:
     os.close(fd)
     try:
         Image.fromarray(sheet).save(tmp, format="PNG")
+        apply_default_mode(tmp)  # mkstemp makes it owner-only; the sheet follows the umask
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -65,7 +68,15 @@ def save_sample_sheet(dataset, path: str, **kwargs) -> str:
     return path
 
 
-def main(argv: Optional[Sequence[str]] = None) -> None:
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """`encdiff-sample-sheet`: user errors end in one line `encdiff-sample-sheet: error: ...` (exit 1)."""
+    from ..cli import run_cli
+
+    return run_cli(_main, argv, prog="encdiff-sample-sheet")
+
+
+def _main(argv: Optional[Sequence[str]] = None) -> None:
+    from ..cli import check_output_file
     from .loading import load_factor_dataset
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -78,6 +89,11 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--base-index", type=int, default=None,
                         help="grid index whose factors are held fixed (default: a varied fixed choice)")
     args = parser.parse_args(argv)
+    for name in ("columns", "scale", "image_size"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+    check_output_file(args.out, "--out")
     options = {"image_size": args.image_size} if args.image_size else {}
     dataset = load_factor_dataset(args.dataset, **options)
     base = None if args.base_index is None else dataset.index_to_factors(args.base_index)
@@ -86,4 +102,4 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())
