@@ -39,6 +39,7 @@ from diffusers.pipelines.pipeline_loading_utils import LOADABLE_CLASSES
 from diffusers.pipelines.pipeline_utils import DiffusionPipeline
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
+from .cli import apply_default_mode
 from .loading_allowlist import allowed_component_class
 
 PACKAGE = "encdiff_pipeline"
@@ -196,35 +197,76 @@ def write_remote_code(pipe: DiffusionPipeline, folder: str | os.PathLike) -> Non
 
 
 # ---------------------------------------------------------------------------- saving
-def _merge_component(staging_dir: Path, destination: Path) -> None:
-    """Move a freshly written component folder's files into an existing one, file by file (atomic
-    renames). Stale weight files of an earlier save (e.g. old shards) are removed; anything else
-    the user keeps there (notes, logs, their own files) is left alone."""
-    written = {entry.name for entry in staging_dir.iterdir()}
-    for old in destination.iterdir():
-        if old.is_file() and old.name not in written and old.name.startswith(WEIGHTS_NAME):
-            old.unlink()
-    for entry in staging_dir.iterdir():
-        target = destination / entry.name
-        if entry.is_dir() and target.is_dir():
-            _merge_component(entry, target)
-        else:
-            os.replace(entry, target)
+INCOMPLETE_SAVE_MARKER = ".encdiff_save_incomplete"  # in a folder while save_pretrained moves files into it
+
+
+def _files_to_place(staging: Path) -> list[Path]:
+    """Every file of a fully written staging folder, relative to it, `model_index.json` last."""
+    files = [path.relative_to(staging) for path in staging.rglob("*") if path.is_file()]
+    return sorted(files, key=lambda rel: (str(rel) == MODEL_INDEX, str(rel)))
 
 
 def _move_into_place(staging: Path, target: Path) -> None:
-    """Move a fully written folder's entries into `target` (files by atomic rename, component
-    folders merged file by file), `model_index.json` last. Files this function did not write
-    (anything the user keeps in `target` or in its component folders) are kept."""
+    """Move a fully written folder's files into `target`, all or nothing.
+
+    A new `target` is the staging folder renamed. Into an existing folder, files are moved one by one
+    (`model_index.json` last); each file they replace, and each stale weight file of an earlier save
+    (e.g. old shards), is first moved to a backup folder beside `target`. If any move fails, the moves
+    are undone in reverse, so the folder holds the old save again. While files move, `target` holds a
+    marker (`INCOMPLETE_SAVE_MARKER`): a process killed in that window leaves the marker, and loading
+    refuses the folder (it may mix two saves) instead of silently using a mix. Files this function did
+    not write (anything the user keeps in `target` or its component folders) are never touched.
+    """
+    for path in [staging, *staging.rglob("*")]:  # tempfile makes them owner-only; follow the umask
+        apply_default_mode(path, directory=path.is_dir())
     if not target.exists():
         os.replace(staging, target)
         return
-    for entry in sorted(staging.iterdir(), key=lambda p: p.name == MODEL_INDEX):
-        destination = target / entry.name
-        if entry.is_dir() and destination.is_dir():
-            _merge_component(entry, destination)
-        else:
-            os.replace(entry, destination)
+    files = _files_to_place(staging)
+    written = {str(rel) for rel in files}
+    stale = [
+        old.relative_to(target) for component in COMPONENT_NAMES if (target / component).is_dir()
+        for old in (target / component).iterdir()
+        if old.is_file() and old.name.startswith(WEIGHTS_NAME) and str(old.relative_to(target)) not in written
+    ]
+    backup = Path(tempfile.mkdtemp(prefix=f".{target.name}.previous-", dir=target.parent))
+    marker = target / INCOMPLETE_SAVE_MARKER
+    marker.write_text(json.dumps({"new_files": str(staging), "replaced_files": str(backup)}) + "\n", encoding="utf-8")
+    done: list[tuple[Path, Path | None]] = []  # (path in target, where its old file went or None)
+    created: list[Path] = []
+    try:
+        for rel in stale:
+            (backup / rel).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(target / rel, backup / rel)
+            done.append((backup / rel, target / rel))  # undo: move it back
+        for rel in files:
+            destination = target / rel
+            if not destination.parent.is_dir():
+                destination.parent.mkdir(parents=True)
+                created.append(destination.parent)
+            saved = None
+            if destination.is_file():
+                saved = backup / rel
+                saved.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(destination, saved)
+            done.append((destination, saved))
+            os.replace(staging / rel, destination)
+    except BaseException:
+        for path, other in reversed(done):
+            if path.is_relative_to(backup):  # a stale file: back where it was
+                os.replace(path, other)
+            elif other is not None:  # the old file back over the new one
+                os.replace(other, path)
+            elif path.exists():
+                path.unlink()
+        for folder in reversed(created):
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+        marker.unlink()
+        shutil.rmtree(backup, ignore_errors=True)
+        raise
+    marker.unlink()
+    shutil.rmtree(backup, ignore_errors=True)
 
 
 def save_pipeline(
@@ -341,6 +383,10 @@ def check_pipeline_folder(folder: str | os.PathLike, variant: str | None = None)
     """
     folder = Path(folder)
     index_path = folder / MODEL_INDEX
+    marker = folder / INCOMPLETE_SAVE_MARKER
+    if marker.exists():
+        raise OSError(f"{folder}: a save_pretrained into this folder was interrupted ({marker} is still there), so it "
+                      "may mix two saves; save the pipeline into it again (or delete the folder)")
     index = read_model_index(folder)
     dtypes: dict[str, torch.dtype | None] = {}
     for name, entry in index.items():

@@ -1,6 +1,8 @@
 """Hostile and careless pipeline folders: loading is strict, saving keeps the user's files."""
 import json
+import os
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -156,3 +158,56 @@ def test_save_removes_stale_weight_files_of_an_earlier_save(copy):
     make_tiny_pipeline(seed=4).save_pretrained(folder)
     assert not stale.exists()
     EncDiffPipeline.from_pretrained(folder)
+
+
+def _changed(pipe, seed):
+    torch.manual_seed(seed)
+    for module in (pipe.encoder, pipe.unet):
+        for parameter in module.parameters():
+            parameter.data.add_(torch.randn_like(parameter) * 0.01)
+    return pipe
+
+
+@pytest.mark.parametrize("fail_at", [1, 2, 4, 6])
+def test_failed_save_into_an_existing_folder_leaves_the_old_save(copy, saved, monkeypatch, fail_at):
+    """A failure at any rename of save_pretrained restores the old folder: never new encoder + old U-Net."""
+    import encdiff_pipeline.hub as hub
+
+    folder = copy()
+    (folder / "encoder" / "my_notes.txt").write_text("precious")
+    before = {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    real, calls = hub.os.replace, [0]
+
+    def flaky(source, destination):
+        calls[0] += 1
+        if calls[0] == fail_at:
+            raise OSError(28, "No space left on device")
+        return real(source, destination)
+
+    new = _changed(EncDiffPipeline.from_pretrained(saved), seed=fail_at)
+    monkeypatch.setattr(hub.os, "replace", flaky)
+    with pytest.raises(OSError, match="No space left"):
+        new.save_pretrained(folder)
+    monkeypatch.setattr(hub.os, "replace", real)
+    after = {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    assert after == before
+    assert not [p.name for p in folder.parent.iterdir() if p.name.startswith(".")]  # no staging or backup left
+    EncDiffPipeline.from_pretrained(folder)
+
+
+def test_interrupted_save_is_refused_on_load(copy):
+    folder = copy()
+    (folder / ".encdiff_save_incomplete").write_text("{}")  # what a process killed mid-save leaves
+    with pytest.raises(OSError, match="save_pretrained into this folder was interrupted"):
+        EncDiffPipeline.from_pretrained(folder)
+
+
+def test_saved_folders_follow_the_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        make_tiny_pipeline().save_pretrained(tmp_path / "fresh")
+    finally:
+        os.umask(old)
+    modes = {p.relative_to(tmp_path): p.stat().st_mode & 0o777 for p in [tmp_path / "fresh", *(tmp_path / "fresh").rglob("*")]}
+    assert modes[Path("fresh")] == 0o755
+    assert all(mode == (0o755 if (tmp_path / p).is_dir() else 0o644) for p, mode in modes.items()), modes
