@@ -490,6 +490,29 @@ def _names(keys: Any, limit: int = 8) -> str:
     return ", ".join(keys[:limit]) + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
 
 
+def _check_component_config(component_cls: type, component: Path, files: list[Path]) -> None:
+    """Build the component from its config.json on the meta device (no memory) and compare its size with
+    the weights: a config that cannot build the model, or that describes a model far larger than its
+    weight files (a hostile edit that would exhaust memory), is a ValueError naming the file."""
+    config_path = component / "config.json"
+    try:
+        config = component_cls.load_config(component)
+        with torch.device("meta"):
+            skeleton = component_cls.from_config(config)
+    except Exception as error:  # noqa: BLE001 - any failure to build is the config's fault here
+        detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ValueError(f"{config_path} does not describe a valid {component_cls.__name__}: {detail}") from error
+    expected = sum(t.numel() for t in skeleton.state_dict().values())
+    held = 0
+    for file in files:
+        for entry in read_safetensors_header(file).values():
+            shape = entry.get("shape") or []
+            held += int(torch.Size(shape).numel()) if all(isinstance(n, int) and n >= 0 for n in shape) else 0
+    if expected > 2 * held + 2**20:
+        raise ValueError(f"{config_path} describes a {component_cls.__name__} of {expected:,} values but its weights "
+                         f"hold {held:,}; refusing to build it (an edited or mismatched config).")
+
+
 def _load_model_component(
     component_cls: type, component: Path, strict: bool, torch_dtype: torch.dtype | None, variant: str | None
 ) -> Any:
@@ -498,6 +521,7 @@ def _load_model_component(
     initialised, never left empty)."""
     files = component_weight_files(component, variant)
     where = files[0] if len(files) == 1 else component
+    _check_component_config(component_cls, component, files)
     model, info = component_cls.from_pretrained(
         component, torch_dtype=torch_dtype, use_safetensors=True, variant=variant, output_loading_info=True
     )

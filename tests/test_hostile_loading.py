@@ -211,3 +211,41 @@ def test_saved_folders_follow_the_umask(tmp_path):
     modes = {p.relative_to(tmp_path): p.stat().st_mode & 0o777 for p in [tmp_path / "fresh", *(tmp_path / "fresh").rglob("*")]}
     assert modes[Path("fresh")] == 0o755
     assert all(mode == (0o755 if (tmp_path / p).is_dir() else 0o644) for p, mode in modes.items()), modes
+
+
+@pytest.mark.parametrize("component, key, value, message", [
+    ("unet", "block_out_channels", [-8, 16], r"unet/config.json does not describe a valid UNet2DConditionModel"),
+    ("encoder", "num_concepts", "four", r"encoder/config.json does not describe a valid ConceptEncoderModel: .*'four'"),
+    ("encoder", "num_concepts", 10**6, r"encoder/config.json describes a ConceptEncoderModel of [\d,]+ values but its "
+                                       r"weights hold [\d,]+; refusing to build it"),
+])
+def test_hostile_component_configs_are_named_before_building(copy, component, key, value, message):
+    folder = copy()
+    config_file = folder / component / "config.json"
+    config = json.loads(config_file.read_text())
+    config[key] = value
+    config_file.write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=message):
+        EncDiffPipeline.from_pretrained(folder)
+
+
+def test_non_numeric_latent_scale_is_named(copy):
+    folder = copy()
+    index = json.loads((folder / "model_index.json").read_text())
+    index["latent_scale"] = "abc"
+    (folder / "model_index.json").write_text(json.dumps(index))
+    with pytest.raises(ValueError, match="latent_scale must be a positive finite float, got 'abc'"):
+        EncDiffPipeline.from_pretrained(folder)
+
+
+def test_mistyped_relative_path_is_not_a_hub_id(tmp_path, monkeypatch):
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    with pytest.raises(FileNotFoundError, match="runs/encdiff-typo is not a folder .*not looking it up on the Hub"):
+        EncDiffPipeline.from_pretrained("runs/encdiff-typo")
+    with pytest.raises(FileNotFoundError, match="someone/encdiff-x is not a local folder, and as a Hub repo id it "
+                                                "cannot be found"):
+        EncDiffPipeline.from_pretrained("someone/encdiff-x")  # HF_HUB_OFFLINE: not in the cache
