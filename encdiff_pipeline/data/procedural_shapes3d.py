@@ -68,6 +68,9 @@ def select_factor_values(
             raise ValueError(f"factor_values['{name}'] is empty")
         snapped = snap_to_values(column, [SHAPES3D_FACTOR_VALUES[k]], [name], "factor_values")[:, 0]
         selected[k] = np.unique(snapped)
+        if factor_sizes is not None and name in factor_sizes and int(factor_sizes[name]) != len(selected[k]):
+            raise ValueError(f"factor '{name}' is given {int(factor_sizes[name])} values by factor_sizes but "
+                             f"{len(selected[k])} by factor_values; give it in one of them")
     return selected
 
 
