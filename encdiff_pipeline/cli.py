@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, NoReturn, Optional, Sequence
 
 # what user input gets wrong; anything else is reported in one line too, marked as unexpected
 USER_ERRORS = (ValueError, TypeError, KeyError, IndexError, OSError, FloatingPointError, ImportError, MemoryError)
@@ -44,13 +44,23 @@ def run_cli(main: Callable[..., Any], *args: Any, prog: Optional[str] = None) ->
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
     except Exception as error:  # noqa: BLE001 - the boundary: one line instead of a traceback
-        if os.environ.get("ENCDIFF_TRACEBACK"):
-            raise
-        unexpected = "" if isinstance(error, USER_ERRORS) else (
-            f" (unexpected {type(error).__name__}; rerun with ENCDIFF_TRACEBACK=1 for the traceback)")
-        print(f"{prog}: error: {error_line(error)}{unexpected}", file=sys.stderr)
-        return 1
+        try:
+            fail_in_one_line(error, prog)
+        except SystemExit as exit_:
+            return int(exit_.code)
     return status if isinstance(status, int) else 0
+
+
+def fail_in_one_line(error: BaseException, prog: Optional[str] = None) -> NoReturn:
+    """Print `prog: error: ...` for `error` (as `run_cli` does) and exit with status 1; with
+    `ENCDIFF_TRACEBACK=1`, re-raise it instead. For boundaries that need their own `except` clauses."""
+    if os.environ.get("ENCDIFF_TRACEBACK"):
+        raise error
+    prog = prog or os.path.basename(sys.argv[0]) or "encdiff"
+    unexpected = "" if isinstance(error, USER_ERRORS) else (
+        f" (unexpected {type(error).__name__}; rerun with ENCDIFF_TRACEBACK=1 for the traceback)")
+    print(f"{prog}: error: {error_line(error)}{unexpected}", file=sys.stderr)
+    raise SystemExit(1) from None
 
 
 def check_output_file(path: str | os.PathLike, option: str = "--out") -> str:
@@ -103,6 +113,16 @@ def apply_default_mode(path: str | os.PathLike, directory: bool = False) -> None
     os.chmod(path, (0o777 if directory else 0o666) & ~current_umask())
 
 
-def exit_with(main: Callable[..., Any], argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> None:
-    """`raise SystemExit(run_cli(main, argv, prog=prog))`: the last line of a console script."""
-    raise SystemExit(run_cli(main, argv, prog=prog))
+def exit_with(main: Callable[..., Any], *args: Any, prog: Optional[str] = None) -> NoReturn:
+    """The last line of a script: run `main(*args)` through the boundary and exit (status 0 on success,
+    whatever `main` returns; 1 after a one-line error).
+
+    Example:
+        >>> if __name__ == "__main__":  # doctest: +SKIP
+        ...     exit_with(main, parse_args())
+    """
+    def call() -> int:
+        main(*args)
+        return 0
+
+    raise SystemExit(run_cli(call, prog=prog))

@@ -2,6 +2,7 @@
 paths checked before any work, results shown before files are written, reports that follow the umask."""
 import json
 import os
+from pathlib import Path
 
 import pytest
 
@@ -200,3 +201,30 @@ def test_run_cli_boundary(capsys):
             run_cli(bug, prog="t")
     finally:
         del os.environ["ENCDIFF_TRACEBACK"]
+
+
+def test_every_script_ends_in_the_error_boundary():
+    """Benchmarks and training scripts run `main` through `encdiff_pipeline.cli` (or `run_training`)."""
+    root = Path(__file__).resolve().parents[1]
+    scripts = sorted((root / "benchmarks").glob("*.py")) + [root / "training" / name for name in (
+        "train_encdiff.py", "train_autoencoder.py", "train_baseline.py", "latent_cache.py")]
+    unguarded = []
+    for script in scripts:
+        tail = script.read_text(encoding="utf-8").split('if __name__ == "__main__":')[-1]
+        if not any(guard in tail for guard in ("exit_with(main", "run_cli(main", "run_training(main")):
+            unguarded.append(script.name)
+    assert not unguarded
+
+
+def test_benchmark_user_error_is_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(root)}
+    env.pop("ENCDIFF_TRACEBACK", None)
+    proc = subprocess.run([sys.executable, str(root / "benchmarks" / "factor_importance.py"), str(tmp_path / "nope")],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert lines[-1].startswith("factor_importance.py: error: ") and "nope" in lines[-1], proc.stderr
