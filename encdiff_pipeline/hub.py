@@ -231,7 +231,12 @@ def _move_into_place(staging: Path, target: Path) -> None:
     ]
     backup = Path(tempfile.mkdtemp(prefix=f".{target.name}.previous-", dir=target.parent))
     marker = target / INCOMPLETE_SAVE_MARKER
-    marker.write_text(json.dumps({"new_files": str(staging), "replaced_files": str(backup)}) + "\n", encoding="utf-8")
+    try:
+        marker.write_text(json.dumps({"new_files": str(staging), "replaced_files": str(backup)}) + "\n",
+                          encoding="utf-8")
+    except BaseException:  # e.g. a read-only folder: nothing was moved yet
+        shutil.rmtree(backup, ignore_errors=True)
+        raise
     done: list[tuple[Path, Path | None]] = []  # (path in target, where its old file went or None)
     created: list[Path] = []
     try:
