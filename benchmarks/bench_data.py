@@ -109,4 +109,6 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    from encdiff_pipeline.cli import exit_with
+
+    exit_with(main, prog="bench_data.py")

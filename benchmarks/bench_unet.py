@@ -73,4 +73,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from encdiff_pipeline.cli import exit_with
+
+    exit_with(main, prog="bench_unet.py")

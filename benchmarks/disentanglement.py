@@ -523,4 +523,6 @@ def main(args: argparse.Namespace) -> dict:
 
 
 if __name__ == "__main__":
-    main(parse_args())
+    from encdiff_pipeline.cli import exit_with
+
+    exit_with(main, parse_args(), prog="disentanglement.py")

@@ -40,4 +40,6 @@ def main(argv: list[str] | None = None) -> np.ndarray:
 
 
 if __name__ == "__main__":
-    main()
+    from encdiff_pipeline.cli import exit_with
+
+    exit_with(main, prog="factor_importance.py")

@@ -98,4 +98,6 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
 
 if __name__ == "__main__":
-    main()
+    from encdiff_pipeline.cli import exit_with
+
+    exit_with(main, prog="supervised_probe.py")

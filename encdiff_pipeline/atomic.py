@@ -19,11 +19,27 @@ from contextlib import contextmanager
 from typing import Any, Iterator
 
 
+def current_umask() -> int:
+    """The process umask (read without changing it for longer than one call)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def apply_default_mode(path: str | os.PathLike, directory: bool = False) -> None:
+    """Give a file (0666) or folder (0777) the permissions the umask allows, as `open` / `mkdir` would.
+
+    For files and folders made by `tempfile` (always owner-only) before they are renamed into place.
+    """
+    os.chmod(path, (0o777 if directory else 0o666) & ~current_umask())
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[str]:
     """A fresh temporary file name in `path`'s folder (created, parents too), renamed onto `path`
     when the block succeeds and removed when it fails. `suffix` ends the temporary name (writers
-    that pick a format from the extension need it)."""
+    that pick a format from the extension need it). The file gets the permissions the umask allows
+    (not `tempfile`'s owner-only ones)."""
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
@@ -31,6 +47,8 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[str]:
     os.close(handle)
     try:
         yield tmp
+        if os.path.isfile(tmp):
+            apply_default_mode(tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -24,6 +24,7 @@ from typing import Any, Callable, Optional, Sequence, Union
 import numpy as np
 
 from .atomic import write_text
+from .cli import check_distinct_outputs, check_output_file, run_cli
 from .encoder_protocol import ConceptEncoder
 from .metrics import METRICS, compute_representation_table, compute_tad
 
@@ -289,7 +290,9 @@ def _parse_option(text: str) -> tuple[str, Any]:
     key, value = text.split("=", 1)
     try:
         return key, json.loads(value)
-    except json.JSONDecodeError:
+    except json.JSONDecodeError as error:
+        if value.strip().startswith(("[", "{")):
+            raise argparse.ArgumentTypeError(f"{key}: {value!r} is not valid JSON ({error})") from None
         return key, value
 
 
@@ -352,11 +355,24 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help="also write the markdown table here (default: report.md next to a default --out in a folder)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
+    if args.batch_size < 1:
+        parser.error(f"--batch-size must be >= 1, got {args.batch_size}")
+    if not 0 <= args.seed <= 2**32 - 1:
+        parser.error(f"--seed must be in [0, 2**32 - 1], got {args.seed}")
+    unknown = sorted(set(args.metrics) - set(METRICS) - {"tad"})
+    if unknown:
+        parser.error(f"unknown metrics {unknown}; expected some of {sorted(METRICS) + ['tad']}")
+    _check_pipeline_argument(args.pipeline)
     if args.out is None:
         in_folder = os.path.isdir(args.pipeline)
         args.out = os.path.join(args.pipeline, "report.json") if in_folder else "report.json"
         if in_folder and args.markdown is None:
             args.markdown = os.path.join(args.pipeline, "report.md")
+    # before any work: an output that cannot be written must not cost a finished evaluation
+    check_distinct_outputs(**{"--out": args.out, "--markdown": args.markdown})
+    check_output_file(args.out, "--out")
+    if args.markdown:
+        check_output_file(args.markdown, "--markdown")
 
     source, options = run_dataset(args.pipeline, args.dataset, dict(args.dataset_option))
     print(f"evaluating on {source} with options {options}")
@@ -364,23 +380,44 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                       random_seed=args.seed, dataset_options=options, progress=not args.no_progress)
     model_index = report.to_model_index(model_name=os.path.basename(os.path.normpath(args.pipeline)))
     payload = dict(report, model_index=model_index)
-    write_text(args.out, json.dumps(payload, indent=2) + "\n")
     markdown = report.to_markdown()
+    print(markdown)  # shown before anything is written: a failing write loses no result
+    write_text(args.out, json.dumps(payload, indent=2) + "\n")
     if args.markdown:
         write_text(args.markdown, markdown)
-    print(markdown)
-    print(f"report written to {args.out}")
+    print(f"report written to {args.out}" + (f" and {args.markdown}" if args.markdown else ""))
     return 0
+
+
+def _check_pipeline_argument(pipeline: str) -> None:
+    """Name the problem when RUN is a folder that is not a pipeline (a baseline run, an empty folder)."""
+    if not os.path.isdir(pipeline):  # a Hub id, or a mistyped local path (refused before any work)
+        from .hub import check_not_a_mistyped_path
+
+        check_not_a_mistyped_path(pipeline)
+        return
+    if os.path.isfile(os.path.join(pipeline, "model_index.json")):
+        return
+    for config in (os.path.join(pipeline, "config.json"), os.path.join(pipeline, "model", "config.json")):
+        try:
+            with open(config, encoding="utf-8") as f:
+                class_name = json.load(f).get("_class_name")
+        except (OSError, ValueError, AttributeError):
+            continue
+        from .baselines import BASELINES
+
+        if class_name in {cls.__name__ for cls in BASELINES.values()}:
+            folder = os.path.dirname(config)
+            raise ValueError(f"{pipeline} holds a {class_name} baseline, not an EncDiff pipeline; encdiff-evaluate "
+                             f"scores pipelines only (in Python: evaluate(load_baseline({folder!r}), dataset))")
+    raise FileNotFoundError(f"{pipeline} has no model_index.json: it is not a saved pipeline folder "
+                            "(give a training run's output_dir or a folder written by save_pretrained)")
 
 
 def cli(argv: Optional[Sequence[str]] = None) -> int:
     """The `encdiff-evaluate` command: `main`, with user errors (a folder that is not a pipeline, a bad
     dataset option, metric or path) ending in one line `error: ...` instead of a traceback."""
-    try:
-        return main(argv)
-    except (ValueError, TypeError, KeyError, OSError) as error:
-        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise SystemExit(f"error: {message}") from None
+    return run_cli(main, argv, prog="encdiff-evaluate")
 
 
 if __name__ == "__main__":  # pragma: no cover

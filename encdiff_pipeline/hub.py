@@ -36,6 +36,8 @@ from diffusers.pipelines.pipeline_loading_utils import LOADABLE_CLASSES
 from diffusers.pipelines.pipeline_utils import DiffusionPipeline
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
+from .atomic import apply_default_mode
+from .loading_allowlist import allowed_component_class
 from .remote_code import MODEL_INDEX, PACKAGE, _package_class, write_remote_code
 from .version import __version__
 
@@ -45,35 +47,81 @@ _SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.
 
 
 # ---------------------------------------------------------------------------- saving
-def _merge_component(staging_dir: Path, destination: Path) -> None:
-    """Move a freshly written component folder's files into an existing one, file by file (atomic
-    renames). Stale weight files of an earlier save (e.g. old shards) are removed; anything else
-    the user keeps there (notes, logs, their own files) is left alone."""
-    written = {entry.name for entry in staging_dir.iterdir()}
-    for old in destination.iterdir():
-        if old.is_file() and old.name not in written and old.name.startswith(WEIGHTS_NAME):
-            old.unlink()
-    for entry in staging_dir.iterdir():
-        target = destination / entry.name
-        if entry.is_dir() and target.is_dir():
-            _merge_component(entry, target)
-        else:
-            os.replace(entry, target)
+INCOMPLETE_SAVE_MARKER = ".encdiff_save_incomplete"  # in a folder while save_pretrained moves files into it
+
+
+def _files_to_place(staging: Path) -> list[Path]:
+    """Every file of a fully written staging folder, relative to it, `model_index.json` last."""
+    files = [path.relative_to(staging) for path in staging.rglob("*") if path.is_file()]
+    return sorted(files, key=lambda rel: (str(rel) == MODEL_INDEX, str(rel)))
 
 
 def _move_into_place(staging: Path, target: Path) -> None:
-    """Move a fully written folder's entries into `target` (files by atomic rename, component
-    folders merged file by file), `model_index.json` last. Files this function did not write
-    (anything the user keeps in `target` or in its component folders) are kept."""
+    """Move a fully written folder's files into `target`, all or nothing.
+
+    A new `target` is the staging folder renamed. Into an existing folder, files are moved one by one
+    (`model_index.json` last); each file they replace, and each stale weight file of an earlier save
+    (e.g. old shards), is first moved to a backup folder beside `target`. If any move fails, the moves
+    are undone in reverse, so the folder holds the old save again. While files move, `target` holds a
+    marker (`INCOMPLETE_SAVE_MARKER`): a process killed in that window leaves the marker, and loading
+    refuses the folder (it may mix two saves) instead of silently using a mix. Files this function did
+    not write (anything the user keeps in `target` or its component folders) are never touched.
+    """
+    for path in [staging, *staging.rglob("*")]:  # tempfile makes them owner-only; follow the umask
+        apply_default_mode(path, directory=path.is_dir())
     if not target.exists():
         os.replace(staging, target)
         return
-    for entry in sorted(staging.iterdir(), key=lambda p: p.name == MODEL_INDEX):
-        destination = target / entry.name
-        if entry.is_dir() and destination.is_dir():
-            _merge_component(entry, destination)
-        else:
-            os.replace(entry, destination)
+    files = _files_to_place(staging)
+    written = {str(rel) for rel in files}
+    stale = [
+        old.relative_to(target) for component in COMPONENT_NAMES if (target / component).is_dir()
+        for old in (target / component).iterdir()
+        if old.is_file() and old.name.startswith(WEIGHTS_NAME) and str(old.relative_to(target)) not in written
+    ]
+    backup = Path(tempfile.mkdtemp(prefix=f".{target.name}.previous-", dir=target.parent))
+    marker = target / INCOMPLETE_SAVE_MARKER
+    try:
+        marker.write_text(json.dumps({"new_files": str(staging), "replaced_files": str(backup)}) + "\n",
+                          encoding="utf-8")
+    except BaseException:  # e.g. a read-only folder: nothing was moved yet
+        shutil.rmtree(backup, ignore_errors=True)
+        raise
+    done: list[tuple[Path, Path | None]] = []  # (path in target, where its old file went or None)
+    created: list[Path] = []
+    try:
+        for rel in stale:
+            (backup / rel).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(target / rel, backup / rel)
+            done.append((backup / rel, target / rel))  # undo: move it back
+        for rel in files:
+            destination = target / rel
+            if not destination.parent.is_dir():
+                destination.parent.mkdir(parents=True)
+                created.append(destination.parent)
+            saved = None
+            if destination.is_file():
+                saved = backup / rel
+                saved.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(destination, saved)
+            done.append((destination, saved))
+            os.replace(staging / rel, destination)
+    except BaseException:
+        for path, other in reversed(done):
+            if path.is_relative_to(backup):  # a stale file: back where it was
+                os.replace(path, other)
+            elif other is not None:  # the old file back over the new one
+                os.replace(other, path)
+            elif path.exists():
+                path.unlink()
+        for folder in reversed(created):
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+        marker.unlink()
+        shutil.rmtree(backup, ignore_errors=True)
+        raise
+    marker.unlink()
+    shutil.rmtree(backup, ignore_errors=True)
 
 
 def save_pipeline(
@@ -190,6 +238,10 @@ def check_pipeline_folder(folder: str | os.PathLike, variant: str | None = None)
     """
     folder = Path(folder)
     index_path = folder / MODEL_INDEX
+    marker = folder / INCOMPLETE_SAVE_MARKER
+    if marker.exists():
+        raise OSError(f"{folder}: a save_pretrained into this folder was interrupted ({marker} is still there), so it "
+                      "may mix two saves; save the pipeline into it again (or delete the folder)")
     index = read_model_index(folder)
     dtypes: dict[str, torch.dtype | None] = {}
     for name, entry in index.items():
@@ -219,6 +271,14 @@ def component_weight_files(component: Path, variant: str | None = None) -> list[
         raise ValueError(f"{shard_index} is not a valid shard index (a JSON object with a 'weight_map').") from error
 
 
+def check_not_a_mistyped_path(path: str) -> None:
+    """`FileNotFoundError` for 'runs/typo' where a local `runs/` exists: a mistyped path, not a Hub id."""
+    first = path.split("/")[0]
+    if "/" in path and not os.path.isdir(path) and os.path.isdir(first):
+        raise FileNotFoundError(f"{path} is not a folder (the local folder {first}/ has no {path.split('/', 1)[1]!r}); "
+                                f"not looking it up on the Hub. For a Hub repo, run from a folder without {first}/.")
+
+
 def resolve_pretrained_folder(pretrained_model_name_or_path: str | os.PathLike, **download_kwargs: Any) -> Path:
     """A local folder as is; a Hub repo id -> its downloaded snapshot (`huggingface_hub.snapshot_download`)."""
     path = str(pretrained_model_name_or_path)
@@ -226,12 +286,19 @@ def resolve_pretrained_folder(pretrained_model_name_or_path: str | os.PathLike, 
         return Path(path)
     if os.path.exists(path) or path.startswith((".", "/", "~")) or path.count("/") > 1:
         raise FileNotFoundError(f"{path} is neither a pipeline folder nor a Hub repo id ('user/name').")
+    check_not_a_mistyped_path(path)
 
-    return Path(
-        huggingface_hub.snapshot_download(
-            path, library_name="encdiff-pipeline", library_version=__version__, **download_kwargs
+    try:
+        return Path(
+            huggingface_hub.snapshot_download(
+                path, library_name="encdiff-pipeline", library_version=__version__, **download_kwargs
+            )
         )
-    )
+    except (huggingface_hub.errors.LocalEntryNotFoundError, huggingface_hub.errors.RepositoryNotFoundError,
+            huggingface_hub.errors.HFValidationError) as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise FileNotFoundError(f"{path} is not a local folder, and as a Hub repo id it cannot be found: "
+                                f"{first_line}") from error
 
 
 def _component_class(library: str, class_name: str) -> type:
@@ -277,6 +344,29 @@ def _names(keys: Any, limit: int = 8) -> str:
     return ", ".join(keys[:limit]) + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
 
 
+def _check_component_config(component_cls: type, component: Path, files: list[Path]) -> None:
+    """Build the component from its config.json on the meta device (no memory) and compare its size with
+    the weights: a config that cannot build the model, or that describes a model far larger than its
+    weight files (a hostile edit that would exhaust memory), is a ValueError naming the file."""
+    config_path = component / "config.json"
+    try:
+        config = component_cls.load_config(component)
+        with torch.device("meta"):
+            skeleton = component_cls.from_config(config)
+    except Exception as error:  # noqa: BLE001 - any failure to build is the config's fault here
+        detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ValueError(f"{config_path} does not describe a valid {component_cls.__name__}: {detail}") from error
+    expected = sum(t.numel() for t in skeleton.state_dict().values())
+    held = 0
+    for file in files:
+        for entry in read_safetensors_header(file).values():
+            shape = entry.get("shape") or []
+            held += int(torch.Size(shape).numel()) if all(isinstance(n, int) and n >= 0 for n in shape) else 0
+    if expected > 2 * held + 2**20:
+        raise ValueError(f"{config_path} describes a {component_cls.__name__} of {expected:,} values but its weights "
+                         f"hold {held:,}; refusing to build it (an edited or mismatched config).")
+
+
 def _load_model_component(
     component_cls: type, component: Path, strict: bool, torch_dtype: torch.dtype | None, variant: str | None
 ) -> Any:
@@ -285,6 +375,7 @@ def _load_model_component(
     initialised, never left empty)."""
     files = component_weight_files(component, variant)
     where = files[0] if len(files) == 1 else component
+    _check_component_config(component_cls, component, files)
     model, info = component_cls.from_pretrained(
         component, torch_dtype=torch_dtype, use_safetensors=True, variant=variant, output_loading_info=True
     )
@@ -359,10 +450,10 @@ def load_pipeline(cls: type, pretrained_model_name_or_path: str | os.PathLike, *
             init_kwargs[name] = passed[name]
         elif name in COMPONENT_NAMES and name in index:
             library, class_name = index[name]
-            if library is None:
+            component_cls = allowed_component_class(name, library, class_name, where=str(folder / MODEL_INDEX))
+            if component_cls is None:
                 init_kwargs[name] = None
                 continue
-            component_cls = _component_class(library, class_name)
             _check_slot(name, component_cls, folder, strict)
             if issubclass(component_cls, SchedulerMixin):
                 init_kwargs[name] = component_cls.from_pretrained(folder / name)

@@ -15,8 +15,11 @@ Example:
 from __future__ import annotations
 
 import importlib.resources
+import math
+import numbers
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
@@ -47,6 +50,21 @@ def default_template_path() -> Path:
 def _num_params(model) -> str:
     count = sum(p.numel() for p in model.parameters())
     return f"{count / 1e6:.2f}M" if count >= 1e5 else f"{count:,}"
+
+
+def _check_metrics(metrics: Any) -> dict[str, dict[str, float]]:
+    """`{dataset: {metric: number}}` with float values; a ValueError naming the entry otherwise."""
+    if metrics is None:
+        return {}
+    if not isinstance(metrics, Mapping) or not all(isinstance(v, Mapping) for v in metrics.values()):
+        raise ValueError(f"metrics must be {{dataset: {{metric: value}}}}, got {metrics!r}")
+    checked: dict[str, dict[str, float]] = {}
+    for dataset, values in metrics.items():
+        for metric, value in values.items():
+            if isinstance(value, bool) or not isinstance(value, numbers.Real):
+                raise ValueError(f"metrics[{dataset!r}][{metric!r}] must be a number, got {value!r}")
+            checked.setdefault(str(dataset), {})[str(metric)] = float(value)
+    return checked
 
 
 def render_model_card(
@@ -80,13 +98,14 @@ def render_model_card(
     model_name = repo_id.rstrip("/").split("/")[-1] if repo_id else "EncDiff"
     repo_id = repo_id or "path/to/this/folder"
     datasets = [datasets] if isinstance(datasets, str) else list(datasets or [])
-    metrics = {str(d): {str(m): float(v) for m, v in values.items()} for d, values in (metrics or {}).items()}
+    metrics = _check_metrics(metrics)
     datasets += [d for d in metrics if d not in datasets]
-    results = [(d, m, round(v, 4)) for d, values in metrics.items() for m, v in values.items()]
+    # a NaN / infinite score is no result: shown as n/a in the card, left out of the model-index metadata
+    results = [(d, m, round(v, 4) if math.isfinite(v) else "n/a") for d, values in metrics.items() for m, v in values.items()]
     eval_results = [
         EvalResult(task_type=TASK_TYPE, task_name=TASK_NAME, dataset_type=d, dataset_name=d, metric_type=m,
                    metric_name=m, metric_value=v)
-        for d, m, v in results
+        for d, m, v in results if v != "n/a"
     ]
     card_data = ModelCardData(
         library_name="diffusers",

@@ -170,7 +170,8 @@ class EncDiffPipeline(DiffusionPipeline):
                 f"The U-Net's in_channels ({unet.config.in_channels}) must equal the vae's "
                 f"latent_channels ({vae.config.latent_channels})."
             )
-        if not (np.isfinite(latent_scale) and latent_scale > 0):
+        is_number = isinstance(latent_scale, numbers.Real) and not isinstance(latent_scale, bool)
+        if not (is_number and np.isfinite(latent_scale) and latent_scale > 0):
             raise ValueError(f"latent_scale must be a positive finite float, got {latent_scale!r}.")
 
     # ------------------------------------------------------------------ inputs

@@ -85,3 +85,78 @@ def test_npz_cache_is_keyed_by_content(tmp_path):
 def test_procedural_absurd_options_are_refused(kwargs, message):
     with pytest.raises(ValueError, match=message):
         ProceduralShapes3D(**{"image_size": 8, **kwargs})
+
+
+# ---- issue 15: the rest of the record's dataset cases ----
+def test_cars3d_float_images_are_refused(tmp_path):
+    import scipy.io
+
+    (tmp_path / "cars").mkdir()
+    scipy.io.savemat(str(tmp_path / "cars" / "a.mat"), {"im": np.random.rand(16, 16, 3, 2, 3)})
+    with pytest.raises(ValueError, match=r"a.mat: 'im' is stored as float64; expected uint8"):
+        load_factor_dataset(str(tmp_path / "cars"), image_size=8).get_images([0])
+
+
+def test_empty_folder_names_the_folder_kinds(tmp_path):
+    with pytest.raises(ValueError, match="the folder is empty; expected a Cars3D folder .*CelebA.*datasets"):
+        load_factor_dataset(str(tmp_path))
+
+
+def test_celeba_image_size_zero_is_refused(tmp_path):
+    import PIL.Image
+
+    (tmp_path / "list_attr_celeba.txt").write_text("1\nSmiling Male\n000001.jpg 1 -1\n")
+    PIL.Image.new("RGB", (20, 20)).save(tmp_path / "000001.jpg")
+    with pytest.raises(ValueError, match="image_size must be an integer >= 1, got 0"):
+        load_factor_dataset(str(tmp_path), image_size=0)
+
+
+def test_npz_header_claiming_more_rows_than_stored_is_refused(tmp_path):
+    import io
+    import zipfile
+
+    buffer = io.BytesIO()
+    np.save(buffer, np.full((16, 2, 2, 3), 7, np.uint8))
+    with zipfile.ZipFile(tmp_path / "lie.npz", "w") as archive:
+        archive.writestr("images.npy", buffer.getvalue().replace(b"(16, 2, 2, 3)", b"(17, 2, 2, 3)"))
+    with pytest.raises(OSError, match=r"lie.npz: array 'images' claims shape \(17, 2, 2, 3\) .* holds 192 bytes"):
+        load_factor_dataset(str(tmp_path / "lie.npz"), factor_sizes=[17, 1, 1, 1, 1, 1, 1]).get_images([16])
+
+
+def test_npz_member_with_a_bad_crc_is_named(tmp_path):
+    path = str(tmp_path / "dsprites.npz")
+    write_dsprites(path, np.random.RandomState(0).randint(0, 2, (48, 8, 8)).astype(np.uint8))
+    data = bytearray(open(path, "rb").read())
+    at = data.find(b"(48, 8, 8)")
+    data[at:at + 10] = b"(49, 8, 8)"  # the stored bytes no longer match the member's CRC
+    open(path, "wb").write(bytes(data))
+    with pytest.raises(OSError, match=r"dsprites.npz: member 'imgs' is corrupt \(Bad CRC-32"):
+        load_factor_dataset(path).get_images([0])
+
+
+def test_corrupt_parquet_is_named(tmp_path):
+    path = tmp_path / "bad.parquet"
+    path.write_bytes(b"PAR1" + os.urandom(100) + b"PAR1")
+    with pytest.raises(OSError, match=r"bad.parquet: cannot read the parquet data"):
+        load_factor_dataset(str(path))
+
+
+def test_datasets_folder_with_images_of_mixed_sizes_is_named(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    import PIL.Image
+
+    table = datasets.Dataset.from_dict({"image": [PIL.Image.new("RGB", (8, 8)), PIL.Image.new("RGB", (16, 16))],
+                                        "label_a": [0.0, 1.0]})
+    table.save_to_disk(str(tmp_path / "mixed"))
+    with pytest.raises(ValueError, match=r"images of different sizes \[\(8, 8, 3\), \(16, 16, 3\)\]"):
+        load_factor_dataset(str(tmp_path / "mixed")).get_images([0, 1])
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"image_size": "abc"}, "image_size must be an integer >= 8, got 'abc'"),
+    ({"factor_sizes": [2, 1, 1, 1, 1, 1], "factor_values": {"floor_hue": [0.1, 0.2, 0.3]}},
+     "factor 'floor_hue' is given 2 values by factor_sizes but 3 by factor_values"),
+])
+def test_procedural_conflicting_or_non_numeric_options(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        load_factor_dataset("procedural-shapes3d", **{"image_size": 8, **kwargs})

@@ -1,6 +1,8 @@
 """Hostile and careless pipeline folders: loading is strict, saving keeps the user's files."""
 import json
+import os
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -86,8 +88,10 @@ def test_wrong_class_for_the_encoder_slot_is_refused(copy):
     index = json.loads((folder / "model_index.json").read_text())
     index["encoder"] = ["diffusers", "UNet2DConditionModel"]
     (folder / "model_index.json").write_text(json.dumps(index))
-    with pytest.raises(ValueError, match="component 'encoder' is a UNet2DConditionModel, expected ConceptEncoderModel"):
-        EncDiffPipeline.from_pretrained(folder)
+    for strict in (True, False):  # off the allow-list: refused whatever strict says
+        with pytest.raises(ValueError, match="component 'encoder' names diffusers.UNet2DConditionModel, which is not "
+                                             "allowed .*expected encdiff_pipeline.ConceptEncoderModel"):
+            EncDiffPipeline.from_pretrained(folder, strict=strict)
 
 
 def test_transformers_class_is_never_loaded(copy):
@@ -95,7 +99,7 @@ def test_transformers_class_is_never_loaded(copy):
     index = json.loads((folder / "model_index.json").read_text())
     index["unet"] = ["transformers", "AutoModel"]
     (folder / "model_index.json").write_text(json.dumps(index))
-    with pytest.raises(ValueError, match="transformers.AutoModel.*diffusers or encdiff_pipeline only"):
+    with pytest.raises(ValueError, match="component 'unet' names transformers.AutoModel, which is not allowed"):
         EncDiffPipeline.from_pretrained(folder, strict=False)
 
 
@@ -154,3 +158,94 @@ def test_save_removes_stale_weight_files_of_an_earlier_save(copy):
     make_tiny_pipeline(seed=4).save_pretrained(folder)
     assert not stale.exists()
     EncDiffPipeline.from_pretrained(folder)
+
+
+def _changed(pipe, seed):
+    torch.manual_seed(seed)
+    for module in (pipe.encoder, pipe.unet):
+        for parameter in module.parameters():
+            parameter.data.add_(torch.randn_like(parameter) * 0.01)
+    return pipe
+
+
+@pytest.mark.parametrize("fail_at", [1, 2, 4, 6])
+def test_failed_save_into_an_existing_folder_leaves_the_old_save(copy, saved, monkeypatch, fail_at):
+    """A failure at any rename of save_pretrained restores the old folder: never new encoder + old U-Net."""
+    import encdiff_pipeline.hub as hub
+
+    folder = copy()
+    (folder / "encoder" / "my_notes.txt").write_text("precious")
+    before = {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    real, calls = hub.os.replace, [0]
+
+    def flaky(source, destination):
+        calls[0] += 1
+        if calls[0] == fail_at:
+            raise OSError(28, "No space left on device")
+        return real(source, destination)
+
+    new = _changed(EncDiffPipeline.from_pretrained(saved), seed=fail_at)
+    monkeypatch.setattr(hub.os, "replace", flaky)
+    with pytest.raises(OSError, match="No space left"):
+        new.save_pretrained(folder)
+    monkeypatch.setattr(hub.os, "replace", real)
+    after = {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    assert after == before
+    assert not [p.name for p in folder.parent.iterdir() if p.name.startswith(".")]  # no staging or backup left
+    EncDiffPipeline.from_pretrained(folder)
+
+
+def test_interrupted_save_is_refused_on_load(copy):
+    folder = copy()
+    (folder / ".encdiff_save_incomplete").write_text("{}")  # what a process killed mid-save leaves
+    with pytest.raises(OSError, match="save_pretrained into this folder was interrupted"):
+        EncDiffPipeline.from_pretrained(folder)
+
+
+def test_saved_folders_follow_the_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        make_tiny_pipeline().save_pretrained(tmp_path / "fresh")
+    finally:
+        os.umask(old)
+    modes = {p.relative_to(tmp_path): p.stat().st_mode & 0o777 for p in [tmp_path / "fresh", *(tmp_path / "fresh").rglob("*")]}
+    assert modes[Path("fresh")] == 0o755
+    assert all(mode == (0o755 if (tmp_path / p).is_dir() else 0o644) for p, mode in modes.items()), modes
+
+
+@pytest.mark.parametrize("component, key, value, message", [
+    ("unet", "block_out_channels", [-8, 16], r"unet/config.json does not describe a valid UNet2DConditionModel"),
+    ("encoder", "num_concepts", "four", r"encoder/config.json does not describe a valid ConceptEncoderModel: .*'four'"),
+    ("encoder", "num_concepts", 10**6, r"encoder/config.json describes a ConceptEncoderModel of [\d,]+ values but its "
+                                       r"weights hold [\d,]+; refusing to build it"),
+])
+def test_hostile_component_configs_are_named_before_building(copy, component, key, value, message):
+    folder = copy()
+    config_file = folder / component / "config.json"
+    config = json.loads(config_file.read_text())
+    config[key] = value
+    config_file.write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=message):
+        EncDiffPipeline.from_pretrained(folder)
+
+
+def test_non_numeric_latent_scale_is_named(copy):
+    folder = copy()
+    index = json.loads((folder / "model_index.json").read_text())
+    index["latent_scale"] = "abc"
+    (folder / "model_index.json").write_text(json.dumps(index))
+    with pytest.raises(ValueError, match="latent_scale must be a positive finite float, got 'abc'"):
+        EncDiffPipeline.from_pretrained(folder)
+
+
+def test_mistyped_relative_path_is_not_a_hub_id(tmp_path, monkeypatch):
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    with pytest.raises(FileNotFoundError, match="runs/encdiff-typo is not a folder .*not looking it up on the Hub"):
+        EncDiffPipeline.from_pretrained("runs/encdiff-typo")
+    with pytest.raises(FileNotFoundError, match="someone/encdiff-x is not a local folder, and as a Hub repo id it "
+                                                "cannot be found"):
+        EncDiffPipeline.from_pretrained("someone/encdiff-x")  # HF_HUB_OFFLINE: not in the cache

@@ -28,3 +28,19 @@ def test_extreme_codes_are_refused_not_hung(metric, kwargs):
     table[0, 0], table[1, 0] = 1e308, -1e308
     with pytest.raises(ValueError, match="magnitude.*rescale the codes"):
         metric(GRID, table, np.random.RandomState(0), **kwargs)
+
+
+@pytest.mark.parametrize("table, kwargs, message", [
+    (np.array([["a"] * 3] * len(GRID)), {}, "must hold numbers"),
+    (TABLE, {"random_state": 0}, "random_state must be a np.random.RandomState"),
+    (TABLE, {"num_bins": 0}, "num_bins must be an integer >= 1"),
+])
+def test_mig_argument_errors_are_named(table, kwargs, message):
+    arguments = {"random_state": np.random.RandomState(0), "num_train": 50, **kwargs}
+    with pytest.raises(ValueError, match=message):
+        metrics.mig(GRID, table, **arguments)
+
+
+def test_factor_vae_random_state_must_be_a_random_state():
+    with pytest.raises(ValueError, match="random_state must be a np.random.RandomState"):
+        metrics.factor_vae(GRID, TABLE, 0, num_train=5, num_eval=5, num_variance_estimate=10)

@@ -59,9 +59,20 @@ def test_traverse_and_attention_absurd_counts(pipe):
         pipe.attention_maps(tiny_images(1), timestep=[])
 
 
-def test_evaluate_cli_user_errors_are_one_line(tmp_path):
+def test_evaluate_cli_user_errors_are_one_line(tmp_path, capsys):
     from encdiff_pipeline.evaluation import cli
 
-    with pytest.raises(SystemExit, match=r"^error: .*model_index.json is missing") as info:
-        cli([str(tmp_path), "--out", str(tmp_path / "r.json")])
-    assert "\n" not in str(info.value)
+    assert cli([str(tmp_path), "--out", str(tmp_path / "r.json")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("encdiff-evaluate: error: ") and "has no model_index.json" in err and err.count("\n") == 1
+
+
+def test_model_card_metrics_nan_is_not_metadata_and_strings_are_refused():
+    from encdiff_pipeline.model_card import render_model_card
+
+    pipe = make_tiny_pipeline()
+    card = str(render_model_card(pipe, metrics={"ds": {"dci": float("nan"), "mig": 0.25}}))
+    assert ".nan" not in card and "nan" not in card.split("---")[1].lower()  # metadata: MIG only
+    assert "| ds | dci | n/a |" in card and "| ds | mig | 0.25 |" in card
+    with pytest.raises(ValueError, match=r"metrics\['ds'\]\['mig'\] must be a number, got 'high'"):
+        render_model_card(pipe, metrics={"ds": {"mig": "high"}})

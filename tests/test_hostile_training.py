@@ -3,6 +3,7 @@ never blocks the corrected command, runs cannot share a folder, and resume survi
 from __future__ import annotations
 
 import errno
+import importlib
 import json
 import os
 import shutil
@@ -60,6 +61,8 @@ def _copy(base_run, tmp_path):
     (["--max_train_steps", "2", "--lr_scheduler", "bogus"], "--lr_scheduler 'bogus' is not a diffusers scheduler"),
     (["--max_train_minutes", "-1"], "--max_train_minutes must be a finite number > 0"),
     (["--max_train_steps", "2", "--checkpoints_total_limit", "0"], "--checkpoints_total_limit must be >= 1"),
+    (["--max_train_steps", "2", "--validation_metrics", "mig", "--metric_num_train", "1"],
+     "--metric_num_train must be >= 2 for --validation_metrics mig"),
 ])
 def test_bad_numbers_stop_before_anything_is_written(script, tmp_path, capsys, extra, message):
     out = str(tmp_path / "run")
@@ -270,3 +273,81 @@ def test_diverging_learning_rate_ends_with_one_line(tmp_path):
         for sub in ("encoder", "unet"):
             state = load_file(os.path.join(checkpoint, sub, "diffusion_pytorch_model.safetensors"))
             assert all(torch.isfinite(t).all() for t in state.values())
+
+
+# ---- issue 15: the scripts' error boundary, resume paths, finished runs, foreign folders ----
+def test_any_error_of_main_is_one_line(tmp_path, capsys):
+    import argparse
+
+    def broken(args):
+        raise OSError(28, "No space left on device")
+
+    def bug(args):
+        raise ZeroDivisionError("division by zero")
+
+    args = argparse.Namespace(output_dir=str(tmp_path))
+    for main, text in ((broken, "error: [Errno 28] No space left on device"),
+                       (bug, "error: division by zero (unexpected ZeroDivisionError")):
+        with pytest.raises(SystemExit) as info:
+            checkpointing.run_training(main, args)
+        assert info.value.code == 1
+        err = capsys.readouterr().err
+        assert text in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+@pytest.mark.parametrize("name", ["train_encdiff", "train_autoencoder"])
+def test_resume_from_a_checkpoint_of_another_folder_is_refused(tmp_path, capsys, name):
+    module = importlib.import_module(f"training.{name}")
+    out = str(tmp_path / "run")
+    base = ["--preset", "tiny", "--output_dir", out, "--max_train_steps", "6"]
+    with pytest.raises(SystemExit):
+        module.parse_args(base + ["--resume_from_checkpoint", str(tmp_path / "elsewhere" / "checkpoint-2")])
+    assert "is not a checkpoint of --output_dir" in capsys.readouterr().err
+    for ok in ("checkpoint-2", os.path.join(out, "checkpoint-2"), "latest"):
+        args = module.parse_args(base + ["--resume_from_checkpoint", ok])
+        assert args.resume_from_checkpoint in (os.path.join(out, "checkpoint-2"), "latest")
+
+
+def test_resuming_a_finished_run_with_fewer_steps_is_refused(script, base_run, tmp_path):
+    run = _copy(base_run, tmp_path)
+    before = {name: os.path.getmtime(os.path.join(run, name)) for name in os.listdir(run) if name != ".lock"}
+    args = script.parse_args([*TINY, "--output_dir", run, "--max_train_steps", "2", "--resume_from_checkpoint", "latest"])
+    with pytest.raises(SystemExit, match="checkpoint-4 is at step 4, past --max_train_steps 2: nothing to train"):
+        script.run_training(script.main, args)
+    after = {name: os.path.getmtime(os.path.join(run, name)) for name in os.listdir(run) if name != ".lock"}
+    assert after == before  # nothing re-saved
+
+
+def test_resume_without_the_log_refuses_a_time_budget(script, base_run, tmp_path):
+    run = _copy(base_run, tmp_path)
+    os.remove(os.path.join(run, "logs", "train_log.jsonl"))
+    args = script.parse_args([*TINY, "--output_dir", run, "--max_train_steps", "6", "--max_train_minutes", "5",
+                              "--resume_from_checkpoint", "latest"])
+    with pytest.raises(SystemExit, match="has no record of step 4, so the training time already spent is unknown"):
+        script.run_training(script.main, args)
+
+
+def test_train_baseline_refuses_a_folder_it_did_not_start(tmp_path):
+    from training import train_baseline as baseline
+
+    pipeline = tmp_path / "downloaded"
+    pipeline.mkdir()
+    (pipeline / "swap.png").write_text("precious")
+    (pipeline / "training_args.json").write_text("{}")
+    with pytest.raises(SystemExit, match="is not empty \\(swap.png, training_args.json\\).*choose a new or empty folder"):
+        baseline.check_fresh_output_dir(str(pipeline))
+    assert (pipeline / "swap.png").read_text() == "precious"
+    failed_start = tmp_path / "failed"
+    (failed_start / "logs").mkdir(parents=True)
+    (failed_start / "training_args.json").write_text(json.dumps({"model": "beta_vae"}))
+    baseline.check_fresh_output_dir(str(failed_start))  # its own leftovers do not block the corrected command
+    baseline.check_fresh_output_dir(str(tmp_path / "missing"))
+
+
+def test_vae_path_without_safetensors_is_one_line(script, tmp_path):
+    folder = tmp_path / "vae"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"_class_name": "VQModel"}))
+    torch.save({"weight": torch.zeros(1)}, folder / "diffusion_pytorch_model.bin")  # a pickle: never read
+    with pytest.raises(SystemExit, match=r"^error: --vae_path .*cannot load its VQModel weights .*safetensors"):
+        script.load_vae(str(folder))

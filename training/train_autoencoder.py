@@ -78,7 +78,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.max_train_steps is None and args.max_train_minutes is None:
         p.error("give --max_train_steps and/or --max_train_minutes")
     if args.resume_from_checkpoint not in (None, "latest"):
-        args.resume_from_checkpoint = os.path.join(args.output_dir, os.path.basename(os.path.normpath(args.resume_from_checkpoint)))
+        given = args.resume_from_checkpoint  # 'checkpoint-N', or a path to one inside --output_dir
+        args.resume_from_checkpoint = os.path.join(args.output_dir, os.path.basename(os.path.normpath(given)))
+        if os.path.dirname(os.path.normpath(given)) and os.path.realpath(os.path.dirname(os.path.normpath(given))) != os.path.realpath(args.output_dir):
+            p.error(f"--resume_from_checkpoint {given} is not a checkpoint of --output_dir {args.output_dir}; a run resumes "
+                    "in its own folder: pass 'latest' or checkpoint-N of that folder")
     check_training_args(p, args)  # numeric arguments and the output folder, before anything is written
     return args
 
@@ -127,6 +131,10 @@ def main(args: argparse.Namespace) -> str:
 def train(args: argparse.Namespace, accelerator: Accelerator, settings: dict) -> str:
     """The run, in its locked run folder."""
     resume_from = check_run_folder(args.output_dir, args.resume_from_checkpoint, settings, RUN_IDENTITY, ARGS_FILE)
+    if resume_from is not None and args.max_train_steps is not None and checkpoint_step(resume_from) > args.max_train_steps:
+        raise SystemExit(f"error: {resume_from} is at step {checkpoint_step(resume_from)}, past --max_train_steps "
+                         f"{args.max_train_steps}: nothing to train (the run is finished). Give a larger --max_train_steps "
+                         "to train on, or use the pipeline already saved in --output_dir")
     dataset = load_dataset(*train_dataset_spec(vars(args), args.image_size))
     channels, size = dataset[0][0].shape[:2]
     if size % 4:

@@ -113,10 +113,33 @@ def save_model(model, path: str) -> None:
         model.save_pretrained(tmp)
 
 
+def check_fresh_output_dir(output_dir: str) -> None:
+    """A baseline run starts in a missing or empty folder (or one holding only what a start of this
+    script that failed before training left: training_args.json, an empty logs/); anything else, such
+    as a downloaded pipeline or another script's run, would be overwritten or mixed, so it is refused."""
+    if not os.path.isdir(output_dir):
+        return
+    entries = set(os.listdir(output_dir))
+    leftovers = {"training_args.json", "logs"}
+    own_start = entries <= leftovers and (not os.path.isdir(os.path.join(output_dir, "logs"))
+                                          or not os.listdir(os.path.join(output_dir, "logs")))
+    if own_start and "training_args.json" in entries:
+        try:
+            with open(os.path.join(output_dir, "training_args.json"), encoding="utf-8") as f:
+                own_start = json.load(f).get("model") in BASELINES
+        except (OSError, ValueError, AttributeError):
+            own_start = False
+    if entries and not own_start:
+        shown = ", ".join(sorted(entries)[:6]) + (" ..." if len(entries) > 6 else "")
+        raise SystemExit(f"error: --output_dir {output_dir} is not empty ({shown}); train_baseline.py writes a new run "
+                         "there and would overwrite or mix those files: choose a new or empty folder")
+
+
 def main(args: argparse.Namespace) -> list[dict]:
     log_path = os.path.join(args.output_dir, "logs", "train_log.jsonl")
     if os.path.exists(log_path):
         raise SystemExit(f"error: {args.output_dir} already holds a run ({log_path}); choose another --output_dir")
+    check_fresh_output_dir(args.output_dir)
     accelerator = Accelerator(mixed_precision=args.mixed_precision)
     set_seed(args.seed)
     dataset, held = load_datasets(args, args.image_size)
@@ -195,4 +218,6 @@ def main(args: argparse.Namespace) -> list[dict]:
 
 
 if __name__ == "__main__":
-    main(parse_args())
+    from encdiff_pipeline.cli import run_cli
+
+    raise SystemExit(run_cli(main, parse_args(), prog="train_baseline.py"))

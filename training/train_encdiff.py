@@ -185,8 +185,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     unknown = set(args.validation_metrics.split(",")) - {"factor_vae", "dci", "mig", "none"}
     if unknown:
         p.error(f"unknown --validation_metrics {sorted(unknown)}; expected a comma list of factor_vae, dci, mig, or none")
+    if args.validation_metrics != "none" and args.metric_num_train < 2:
+        p.error(f"--metric_num_train must be >= 2 for --validation_metrics {args.validation_metrics} (the metrics are "
+                f"undefined on a single sample), got {args.metric_num_train}")
     if args.resume_from_checkpoint is not None and args.resume_from_checkpoint != "latest":
-        args.resume_from_checkpoint = os.path.join(args.output_dir, os.path.basename(os.path.normpath(args.resume_from_checkpoint)))
+        given = args.resume_from_checkpoint  # 'checkpoint-N', or a path to one inside --output_dir
+        args.resume_from_checkpoint = os.path.join(args.output_dir, os.path.basename(os.path.normpath(given)))
+        if os.path.dirname(os.path.normpath(given)) and os.path.realpath(os.path.dirname(os.path.normpath(given))) != os.path.realpath(args.output_dir):
+            p.error(f"--resume_from_checkpoint {given} is not a checkpoint of --output_dir {args.output_dir}; a run resumes "
+                    "in its own folder: pass 'latest' or checkpoint-N of that folder")
     # fill the preset's training defaults
     try:
         preset = load_preset(args.preset, args.config)
@@ -282,6 +289,10 @@ def main(args: argparse.Namespace) -> str:
 def train(args: argparse.Namespace, accelerator: Accelerator, settings: dict, tracker: str | None) -> str:
     """The run, in its locked run folder."""
     resume_from = check_run_folder(args.output_dir, args.resume_from_checkpoint, settings, RUN_IDENTITY, ARGS_FILE)
+    if resume_from is not None and args.max_train_steps is not None and checkpoint_step(resume_from) > args.max_train_steps:
+        raise SystemExit(f"error: {resume_from} is at step {checkpoint_step(resume_from)}, past --max_train_steps "
+                         f"{args.max_train_steps}: nothing to train (the run is finished). Give a larger --max_train_steps "
+                         "to train on, or use the pipeline already saved in --output_dir")
     vae = load_vae(args.vae_path)
     dataset, held = load_datasets(args, args.image_size)
     check_held_images(args.num_validation_images, held)
@@ -375,7 +386,12 @@ def train(args: argparse.Namespace, accelerator: Accelerator, settings: dict, tr
         accelerator.print(f"Resuming from {resume_from}")
         load_checkpoint(accelerator, resume_from)
         global_step = checkpoint_step(resume_from)
-        train_seconds = logged_train_seconds(log_path, global_step) if accelerator.is_main_process else 0.0
+        logged = logged_train_seconds(log_path, global_step)
+        if logged is None and (args.max_train_minutes is not None or args.validation_minutes is not None):
+            raise SystemExit(f"error: {log_path} has no record of step {global_step}, so the training time already spent "
+                             "is unknown and --max_train_minutes / --validation_minutes would restart from 0; restore "
+                             "the log, or resume with --max_train_steps only")
+        train_seconds = (logged or 0.0) if accelerator.is_main_process else 0.0
     ema_unet.to(accelerator.device)
 
     total_steps = args.max_train_steps or 10**9

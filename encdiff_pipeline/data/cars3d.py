@@ -44,6 +44,9 @@ def _load_views(path: str, image_size: int) -> np.ndarray:
     im = np.asarray(mat["im"])
     if im.ndim != 5 or im.shape[2] != 3:
         raise ValueError(f"{path}: 'im' has shape {im.shape}; expected (H, W, 3, elevations, azimuths)")
+    if im.dtype != np.uint8:  # floats in [0, 1] would be clipped to black without a word
+        raise ValueError(f"{path}: 'im' is stored as {im.dtype}; expected uint8 in 0..255 (float images in [0, 1]? "
+                         "store them as uint8: np.round(im * 255))")
     if im.shape[3] > im.shape[4]:
         im = im.swapaxes(3, 4)
     if im.dtype != np.uint8:

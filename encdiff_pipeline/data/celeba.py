@@ -74,7 +74,9 @@ class CelebA(torch.utils.data.Dataset):
     """
 
     def __init__(self, root: Optional[str | os.PathLike] = None, image_size: int = 64):
-        self.image_size = int(image_size)
+        from .checks import check_positive_int
+
+        self.image_size = check_positive_int("image_size", image_size)
         self._hf = None
         if root is None:
             return

@@ -83,6 +83,10 @@ class HFFactorDataset(FactorDataset):
     def _decode(self, rows: Sequence[int]) -> np.ndarray:
         pictures = self._images[list(rows)][self._image_column]
         images = [np.asarray(p.convert("RGB") if p.mode not in ("RGB", "L") else p) for p in pictures]
+        sizes = sorted({image.shape for image in images})
+        if len(sizes) > 1:
+            raise ValueError(f"{self.source}: images of different sizes {sizes} (rows {list(rows)[:8]}); "
+                             "a factor dataset needs one image size")
         images = np.stack(images).astype(np.float32) / 255.0
         return images[..., None] if images.ndim == 3 else images
 
@@ -93,6 +97,20 @@ class HFFactorDataset(FactorDataset):
         return self._resized(self._decode(rows.tolist()))
 
 
+def _load_parquet(source: str, files, split: str, **load_options):
+    """`datasets.load_dataset("parquet", ...)` with a corrupt file named in the error, not only in a log line."""
+    import datasets
+
+    try:
+        return datasets.load_dataset("parquet", data_files=files, split=split, **load_options)
+    except TypeError:
+        raise  # a bad loader option: its own message names it
+    except Exception as error:  # noqa: BLE001 - pyarrow / datasets errors of an unreadable file
+        cause = error.__cause__ or error
+        detail = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+        raise OSError(f"{source}: cannot read the parquet data (corrupt or not parquet?): {detail}") from error
+
+
 def _open_table(source: str, split: str, **load_options):
     import datasets
 
@@ -100,12 +118,12 @@ def _open_table(source: str, split: str, **load_options):
                                   or os.path.isfile(os.path.join(source, "dataset_dict.json"))):
         table = datasets.load_from_disk(source)
     elif os.path.isfile(source) and source.endswith(".parquet"):
-        table = datasets.load_dataset("parquet", data_files=source, split=split, **load_options)
+        table = _load_parquet(source, source, split, **load_options)
     elif os.path.isdir(source):
         files = sorted(os.path.join(r, f) for r, _, fs in os.walk(source) for f in fs if f.endswith(".parquet"))
         if not files:
             raise ValueError(f"{source}: expected a `save_to_disk` folder or parquet files")
-        table = datasets.load_dataset("parquet", data_files=files, split=split, **load_options)
+        table = _load_parquet(source, files, split, **load_options)
     else:
         table = datasets.load_dataset(source, split=split, **load_options)
     if isinstance(table, datasets.DatasetDict):

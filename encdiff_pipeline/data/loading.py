@@ -75,6 +75,9 @@ def load_factor_dataset(source: str | os.PathLike, **options):
             from .celeba import CelebA
 
             return CelebA(source, **options)
+        if not names:
+            raise ValueError(f"{source}: the folder is empty; expected a Cars3D folder (.mat files), a CelebA folder "
+                             "(list_attr_celeba.txt and the images) or a `datasets` folder (save_to_disk or parquet)")
         from .hub import load_hf_factor_dataset
 
         return load_hf_factor_dataset(source, **options)

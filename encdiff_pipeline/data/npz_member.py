@@ -67,6 +67,8 @@ def _read_npy_header(stream, path: str, key: str):
         shape, fortran, dtype = read_header(stream)
     except ValueError as error:
         raise OSError(f"{path}: member '{key}' is not a valid .npy array: {error}") from error
+    except (zipfile.BadZipFile, EOFError) as error:  # a small member is read whole: its CRC is checked here
+        raise OSError(f"{path}: member '{key}' is corrupt ({error})") from error
     if dtype.hasobject:
         raise ValueError(f"{path}: array '{key}' holds Python objects (a pickle); refusing to load it")
     return shape, fortran, dtype
@@ -97,6 +99,9 @@ def open_npz_member(path: str | os.PathLike, key: str, cache_dir: Optional[str] 
         order = "F" if fortran else "C"
         nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
         if info.compress_type == zipfile.ZIP_STORED:
+            if header_size + nbytes != info.file_size:  # a header claiming more (or fewer) rows than stored
+                raise OSError(f"{path}: array '{key}' claims shape {tuple(shape)} ({nbytes} bytes) but its zip member "
+                              f"holds {info.file_size - header_size} bytes of data (corrupt or edited file)")
             with open(path, "rb") as raw:
                 raw.seek(info.header_offset)
                 fields = _LOCAL_HEADER.unpack(raw.read(_LOCAL_HEADER.size))

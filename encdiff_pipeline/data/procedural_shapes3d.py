@@ -68,6 +68,9 @@ def select_factor_values(
             raise ValueError(f"factor_values['{name}'] is empty")
         snapped = snap_to_values(column, [SHAPES3D_FACTOR_VALUES[k]], [name], "factor_values")[:, 0]
         selected[k] = np.unique(snapped)
+        if factor_sizes is not None and name in factor_sizes and int(factor_sizes[name]) != len(selected[k]):
+            raise ValueError(f"factor '{name}' is given {int(factor_sizes[name])} values by factor_sizes but "
+                             f"{len(selected[k])} by factor_values; give it in one of them")
     return selected
 
 
@@ -90,8 +93,6 @@ class ProceduralShapes3D(FactorDataset):
         factor_sizes: Union[None, Sequence[int], Mapping[str, int]] = None,
         supersample: int = 4,
     ):
-        if int(image_size) < 8:
-            raise ValueError(f"image_size must be >= 8, got {image_size}")
         self.image_size = check_positive_int("image_size", image_size, minimum=8)
         self.supersample = check_positive_int("supersample", supersample)
         self.factor_values = select_factor_values(factor_values, factor_sizes)

@@ -57,7 +57,15 @@ def save_sample_sheet(dataset, path: str, **kwargs) -> str:
     return path
 
 
-def main(argv: Optional[Sequence[str]] = None) -> None:
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """`encdiff-sample-sheet`: user errors end in one line `encdiff-sample-sheet: error: ...` (exit 1)."""
+    from ..cli import run_cli
+
+    return run_cli(_main, argv, prog="encdiff-sample-sheet")
+
+
+def _main(argv: Optional[Sequence[str]] = None) -> None:
+    from ..cli import check_output_file
     from .loading import load_factor_dataset
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -70,6 +78,11 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--base_index", type=int, default=None,
                         help="grid index whose factors are held fixed (default: a varied fixed choice)")
     args = parser.parse_args(argv)
+    for name in ("columns", "scale", "image_size"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+    check_output_file(args.out, "--out")
     options = {"image_size": args.image_size} if args.image_size else {}
     dataset = load_factor_dataset(args.dataset, **options)
     base = None if args.base_index is None else dataset.index_to_factors(args.base_index)
@@ -78,4 +91,4 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

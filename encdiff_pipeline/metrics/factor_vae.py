@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .sampling import CodeCollector, Representation, check_count, check_representation, codes_of
+from .sampling import CodeCollector, Representation, check_count, check_random_state, check_representation, codes_of
 
 # Votes are reduced this many at a time (bounds memory on a 480,000 x 20 table).
 _VOTE_CHUNK = 2048
@@ -79,6 +79,7 @@ def compute_factor_vae(
     num_eval = check_count("num_eval", num_eval)
     if num_variance_estimate < 2 or batch_size < 2:
         raise ValueError("num_variance_estimate and batch_size must be at least 2 (variances use ddof=1)")
+    check_random_state(random_state)
     representation = check_representation(dataset, representation_function)
     factors = dataset.sample_factors(num_variance_estimate, random_state)
     codes = codes_of(dataset, representation, factors, random_state)

@@ -4,7 +4,9 @@ The distance is computed as pytorch-fid does: ||mu1 - mu2||^2 + Tr(S1 + S2 - 2 s
 `scipy.linalg.sqrtm`, `eps` added to the diagonals when the product is singular, and a small
 imaginary part (numerical noise) dropped. The feature extractor is the user's: a torch module or
 callable mapping images (B, 3, H, W) float in [0, 1] to features (B, 2048) (pytorch-fid's
-`InceptionV3([3])` qualifies), or a path to a TorchScript file of one. With none given,
+`InceptionV3([3])` qualifies), or a path to a TorchScript file of one. A TorchScript file is a
+program: `torch.jit.load` reads it without unpickling, but the code it holds runs when the extractor
+is called, so only pass a file you would run as code. With none given,
 pytorch-fid's `InceptionV3` is used if that package is installed (it downloads its weights when
 online). This module imports torch only to run the extractor.
 
@@ -69,6 +71,9 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6) -> float:
 
 def load_feature_extractor(feature_extractor: Union[None, str, os.PathLike, Callable] = None) -> Callable:
     """A callable images (B, 3, H, W) float tensor in [0, 1] -> features (B, D).
+
+    A path is loaded with `torch.jit.load`: the TorchScript program in it runs when the extractor is
+    called, so treat the file as code and only pass one from a source you trust.
 
     Raises:
         FileNotFoundError: a path that does not exist.
@@ -157,6 +162,7 @@ def compute_fid(
             iterable of such batches. Ignored when `real_statistics` is given.
         generated_images: same formats.
         feature_extractor: torch module / callable, TorchScript path, or None (pytorch-fid if installed).
+            A TorchScript file is code: it runs when called, so pass only a file you trust.
         real_statistics: precomputed (mu, sigma) of the real set.
 
     Returns:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from .mutual_information import discrete_entropy, discrete_mutual_info, histogram_discretize
-from .sampling import Representation, sample_codes_and_factors
+from .sampling import Representation, check_count, sample_codes_and_factors
 
 
 def mig_from_mutual_info(mutual_info: np.ndarray, entropy: np.ndarray) -> float:
@@ -57,6 +57,7 @@ def compute_mig(
     Returns:
         `discrete_mig`.
     """
+    check_count("num_bins", num_bins)
     codes, factors = sample_codes_and_factors(dataset, representation_function, num_train, random_state, batch_size)
     mutual_info = discrete_mutual_info(histogram_discretize(codes, num_bins), factors)
     return {"discrete_mig": mig_from_mutual_info(mutual_info, discrete_entropy(factors))}

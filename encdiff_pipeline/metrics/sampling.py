@@ -55,6 +55,14 @@ def _check_magnitude(values: np.ndarray, what: str) -> None:
         )
 
 
+def check_random_state(random_state) -> np.random.RandomState:
+    """The metrics draw from a `np.random.RandomState` (disentanglement_lib's stream); anything else is a ValueError."""
+    if not isinstance(random_state, np.random.RandomState):
+        raise ValueError(f"random_state must be a np.random.RandomState (e.g. np.random.RandomState(0)), "
+                         f"got {type(random_state).__name__} {random_state!r}")
+    return random_state
+
+
 def check_representation(dataset, representation: Representation) -> Representation:
     """Validate a representation; return it (a table as a float64 array).
 
@@ -63,7 +71,10 @@ def check_representation(dataset, representation: Representation) -> Representat
     """
     if callable(representation) and not isinstance(representation, np.ndarray):
         return representation
-    table = np.asarray(representation, dtype=np.float64)
+    try:
+        table = np.asarray(representation, dtype=np.float64)
+    except (ValueError, TypeError) as error:
+        raise ValueError(f"a representation table must hold numbers (codes as floats); {error}") from None
     if table.ndim != 2 or table.shape[0] != len(dataset):
         raise ValueError(
             f"a representation table must have shape (len(dataset), N) = ({len(dataset)}, N), "
@@ -156,6 +167,7 @@ def sample_codes_and_factors(
     """
     if num_points < 1 or batch_size < 1:
         raise ValueError(f"num_points and batch_size must be positive, got {num_points}, {batch_size}")
+    check_random_state(random_state)
     representation = check_representation(dataset, representation)
     collector = CodeCollector(dataset, representation)
     factors = []

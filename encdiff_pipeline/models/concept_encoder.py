@@ -13,8 +13,11 @@ Example:
 """
 from __future__ import annotations
 
+import json
 import math
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -108,6 +111,43 @@ class BatchedTokenMLP(nn.Module):
         return h
 
 
+def check_backbone_model_type(model_type: Any, where: str = "backbone config") -> str:
+    """`model_type` if the installed transformers has a built-in vision model of that type, else `ValueError`."""
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+    from transformers.models.auto.modeling_auto import MODEL_MAPPING_NAMES
+
+    if not isinstance(model_type, str) or model_type not in CONFIG_MAPPING_NAMES or model_type not in MODEL_MAPPING_NAMES:
+        raise ValueError(f"{where}: backbone model_type {model_type!r} is not an architecture of the installed "
+                         "transformers; only built-in architectures are loaded (a folder's own model code, "
+                         "its auto_map, is never run).")
+    return model_type
+
+
+def read_backbone_config(pretrained_model_name_or_path: str | os.PathLike, **download_kwargs: Any) -> dict[str, Any]:
+    """The `config.json` of a transformers backbone (local folder or Hub repo), checked with
+    `check_backbone_model_type` before transformers is asked to load anything."""
+    path = Path(pretrained_model_name_or_path)
+    if path.is_dir():
+        config_file = path / "config.json"
+        if not config_file.is_file():
+            raise FileNotFoundError(f"{config_file} is missing: {path} is not a transformers model folder.")
+    elif str(pretrained_model_name_or_path).startswith((".", "/", "~")) or os.path.exists(path):
+        raise FileNotFoundError(f"{pretrained_model_name_or_path} is neither a model folder nor a Hub repo id.")
+    else:
+        import huggingface_hub
+
+        config_file = Path(huggingface_hub.hf_hub_download(str(pretrained_model_name_or_path), "config.json",
+                                                           **download_kwargs))
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as error:
+        raise ValueError(f"{config_file} is not valid JSON ({error}).") from error
+    if not isinstance(config, dict):
+        raise ValueError(f"{config_file} holds a JSON {type(config).__name__}; expected an object.")
+    check_backbone_model_type(config.get("model_type"), where=str(config_file))
+    return config
+
+
 class BackboneTrunk(nn.Module):
     """A `transformers` vision model as the trunk; returns its pooled features, flattened."""
 
@@ -119,8 +159,10 @@ class BackboneTrunk(nn.Module):
         model_type = config_dict.pop("model_type", None)
         if model_type is None:
             raise ValueError("backbone_config needs a 'model_type' (e.g. 'vit', 'resnet').")
+        check_backbone_model_type(model_type, where="backbone_config")
+        config_dict.pop("auto_map", None)  # a model's own code is never run: built-in architectures only
         self.config = AutoConfig.for_model(model_type, **config_dict)
-        self.model = AutoModel.from_config(self.config)
+        self.model = AutoModel.from_config(self.config, trust_remote_code=False)
 
     @property
     def output_dim(self) -> int:
@@ -222,15 +264,21 @@ class ConceptEncoderModel(ModelMixin, ConfigMixin):
         The backbone's config goes into this model's config and its weights into the trunk, so the
         result saves and reloads with `save_pretrained` / `from_pretrained` like any other encoder.
 
+        Only built-in architectures of the installed transformers are loaded: the folder's
+        `config.json` is read first and a `model_type` transformers does not ship is refused before
+        transformers is asked to load anything; loading always passes `trust_remote_code=False`, so
+        a folder's own Python (an `auto_map`) never runs.
+
         Example:
             >>> encoder = ConceptEncoderModel.with_pretrained_backbone("google/vit-base-patch16-224-in21k",
             ...                                                        num_concepts=20, token_dim=16)
         """
         from transformers import AutoConfig, AutoModel
 
-        backbone = AutoModel.from_pretrained(pretrained_model_name_or_path)
-        config = AutoConfig.from_pretrained(pretrained_model_name_or_path).to_diff_dict()
-        for key in ("transformers_version", "architectures", "_name_or_path", "torch_dtype", "dtype"):
+        read_backbone_config(pretrained_model_name_or_path)  # refuses unknown model types before any import
+        backbone = AutoModel.from_pretrained(pretrained_model_name_or_path, trust_remote_code=False)
+        config = AutoConfig.from_pretrained(pretrained_model_name_or_path, trust_remote_code=False).to_diff_dict()
+        for key in ("transformers_version", "architectures", "_name_or_path", "torch_dtype", "dtype", "auto_map"):
             config.pop(key, None)
         model = cls(backbone_config=config, **kwargs)
         model.trunk.model.load_state_dict(backbone.state_dict())

@@ -236,17 +236,24 @@ def is_divergence(error: BaseException) -> bool:
 
 def run_training(main, args):
     """Run a training script's `main(args)`; a diverged run ends with one line naming the last good
-    checkpoint instead of a traceback (other errors propagate unchanged)."""
+    checkpoint, any other error with one line `script: error: ...` (`encdiff_pipeline.cli`), not a
+    traceback (`ENCDIFF_TRACEBACK=1` shows it)."""
+    from encdiff_pipeline.cli import fail_in_one_line
+
     try:
         return main(args)
+    except KeyboardInterrupt:
+        raise
     except (FloatingPointError, ValueError) as error:
         if not is_divergence(error):
-            raise
+            fail_in_one_line(error)
         intact, _ = intact_checkpoints(args.output_dir)
         kept = (f"the last good checkpoint is {intact[-1]}" if intact else "no checkpoint was saved")
         lr = getattr(args, "learning_rate", None)
         raise SystemExit(f"error: training diverged: {error}. {kept[0].upper() + kept[1:]}; lower --learning_rate"
                          + (f" (now {lr})" if lr is not None else "") + " and start a new --output_dir") from None
+    except Exception as error:  # noqa: BLE001 - the scripts' error boundary
+        fail_in_one_line(error)
 
 
 def check_run_folder(output_dir: str, resume: str | None, settings: dict, identity_keys, args_file: str) -> str | None:

@@ -15,7 +15,7 @@ def load_vae(path: str | None):
     """The frozen, eval-mode `VQModel` / `AutoencoderKL` saved in `path` (None for None).
 
     Raises:
-        SystemExit: no `config.json`, or a model of another class.
+        SystemExit: no `config.json`, a model of another class, or no loadable safetensors weights.
     """
     if path is None:
         return None
@@ -27,6 +27,11 @@ def load_vae(path: str | None):
     classes = {"VQModel": VQModel, "AutoencoderKL": AutoencoderKL}
     if class_name not in classes:
         raise SystemExit(f"error: --vae_path {path}: a {class_name!r}, expected one of {sorted(classes)}")
-    vae = classes[class_name].from_pretrained(path)
+    try:  # safetensors only: a pickle .bin in the folder is never read
+        vae = classes[class_name].from_pretrained(path, use_safetensors=True)
+    except (OSError, ValueError, RuntimeError) as error:
+        detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise SystemExit(f"error: --vae_path {path}: cannot load its {class_name} weights ({detail}); expected a "
+                         "folder written by train_autoencoder.py (config.json + diffusion_pytorch_model.safetensors)")
     vae.requires_grad_(False)
     return vae.eval()

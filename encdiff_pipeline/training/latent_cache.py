@@ -130,4 +130,6 @@ def main(argv: list[str] | None = None) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    from encdiff_pipeline.cli import exit_with
+
+    exit_with(main, prog="latent_cache.py")

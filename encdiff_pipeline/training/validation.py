@@ -140,12 +140,12 @@ def read_log(path: str) -> list[dict[str, Any]]:
     return records
 
 
-def logged_train_seconds(log_path: str, step: int) -> float:
-    """The training time a resumed run had reached at `step` (its train record in the log; 0 if none)."""
+def logged_train_seconds(log_path: str, step: int) -> float | None:
+    """The training time a resumed run had reached at `step` (its train record in the log; None if none)."""
     if not os.path.isfile(log_path):
-        return 0.0
+        return None
     records = [r for r in read_log(log_path) if r.get("event") == "train" and r.get("step") == step]
-    return float(records[-1].get("train_seconds", 0.0)) if records else 0.0
+    return float(records[-1].get("train_seconds", 0.0)) if records else None
 
 
 def drop_torn_last_line(path: str) -> None:
