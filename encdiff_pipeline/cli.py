@@ -9,9 +9,9 @@ traceback. Set `ENCDIFF_TRACEBACK=1` to see the traceback anyway. Output files a
 Example:
     >>> from encdiff_pipeline.cli import run_cli
     >>> def main(argv):
-    ...     raise ValueError("--batch-size must be positive, got 0")
+    ...     raise ValueError("--batch_size must be positive, got 0")
     >>> run_cli(main, [], prog="demo")  # doctest: +SKIP
-    demo: error: --batch-size must be positive, got 0
+    demo: error: --batch_size must be positive, got 0
     1
 """
 from __future__ import annotations

@@ -284,16 +284,16 @@ def _jsonable(value):
 
 
 # ------------------------------------------------------------------------------------------- CLI
-def _parse_option(text: str) -> tuple[str, Any]:
-    if "=" not in text:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    key, value = text.split("=", 1)
+def _parse_options(text: str) -> dict:
+    """`--dataset_options`: a JSON object, as the training scripts take it."""
+    example = "'{\"image_size\": 32}'"
     try:
-        return key, json.loads(value)
+        value = json.loads(text)
     except json.JSONDecodeError as error:
-        if value.strip().startswith(("[", "{")):
-            raise argparse.ArgumentTypeError(f"{key}: {value!r} is not valid JSON ({error})") from None
-        return key, value
+        raise argparse.ArgumentTypeError(f"{text!r} is not valid JSON ({error}); expected an object such as {example}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a JSON object; expected one such as {example}")
+    return value
 
 
 def run_dataset(pipeline: str, dataset: Optional[str] = None, dataset_options: Optional[dict] = None) -> tuple[str, dict]:
@@ -329,7 +329,7 @@ def run_dataset(pipeline: str, dataset: Optional[str] = None, dataset_options: O
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """`encdiff-evaluate RUN [--dataset SOURCE] [--dataset-option KEY=VALUE] [--out report.json] [--markdown report.md]`.
+    """`encdiff-evaluate RUN [--dataset SOURCE] [--dataset_options JSON] [--out report.json] [--markdown report.md]`.
 
     With no dataset option, a run folder is scored on what its training validated on (see `run_dataset`);
     the report goes to `RUN/report.json` (and `RUN/report.md`) unless `--out` says otherwise.
@@ -342,21 +342,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("pipeline", help="pipeline folder (a training run's output_dir) or Hub id")
     parser.add_argument("--dataset", default=None,
                         help="dataset source (see load_factor_dataset); default: the run's held set, else procedural-shapes3d")
-    parser.add_argument("--dataset-option", action="append", type=_parse_option, default=[], metavar="KEY=VALUE",
-                        help="option for the dataset loader, e.g. image_size=32 (JSON values allowed); repeatable; "
-                             "overrides what the run folder says")
+    parser.add_argument("--dataset_options", type=_parse_options, default={}, metavar="JSON",
+                        help="options of the dataset loader as a JSON object, e.g. '{\"image_size\": 32}' (as in the "
+                             "training scripts); they override what the run folder says")
     parser.add_argument("--metrics", nargs="+", default=list(DEFAULT_METRICS),
                         help=f"metrics to run (default: {' '.join(DEFAULT_METRICS)}; 'tad' for CelebA)")
-    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--batch_size", type=int, default=256)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None,
                         help="JSON report path (default: report.json in a pipeline folder, else in the working directory)")
     parser.add_argument("--markdown", default=None,
                         help="also write the markdown table here (default: report.md next to a default --out in a folder)")
-    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--no_progress", action="store_true")
     args = parser.parse_args(argv)
     if args.batch_size < 1:
-        parser.error(f"--batch-size must be >= 1, got {args.batch_size}")
+        parser.error(f"--batch_size must be >= 1, got {args.batch_size}")
     if not 0 <= args.seed <= 2**32 - 1:
         parser.error(f"--seed must be in [0, 2**32 - 1], got {args.seed}")
     unknown = sorted(set(args.metrics) - set(METRICS) - {"tad"})
@@ -374,7 +374,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.markdown:
         check_output_file(args.markdown, "--markdown")
 
-    source, options = run_dataset(args.pipeline, args.dataset, dict(args.dataset_option))
+    source, options = run_dataset(args.pipeline, args.dataset, args.dataset_options)
     print(f"evaluating on {source} with options {options}")
     report = evaluate(args.pipeline, dataset=source, metrics=args.metrics, batch_size=args.batch_size,
                       random_seed=args.seed, dataset_options=options, progress=not args.no_progress)

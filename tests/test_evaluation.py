@@ -157,7 +157,7 @@ def test_cli_writes_json_and_markdown(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr("encdiff_pipeline.data.load_factor_dataset", lambda source, **options: Squares())
     out, md = tmp_path / "report.json", tmp_path / "report.md"
     code = main(["some/pipeline", "--dataset", "procedural-shapes3d", "--out", str(out), "--markdown", str(md),
-                 "--metrics", "mig", "factor_vae", "--no-progress"])
+                 "--metrics", "mig", "factor_vae", "--no_progress"])
     assert code == 0
     report = json.loads(out.read_text())
     assert report["model"] == "some/pipeline" and report["dataset"] == "procedural-shapes3d"

@@ -14,7 +14,7 @@ from encdiff_pipeline.evaluation import cli
 from tests.test_evaluation import Squares
 from tests.test_pipeline_encdiff import make_tiny_pipeline
 
-TINY_GRID = ["--dataset-option", "factor_sizes=[2,2,2,2,2,2]", "--dataset-option", "image_size=8"]
+TINY_GRID = ["--dataset_options", '{"factor_sizes": [2, 2, 2, 2, 2, 2], "image_size": 8}']
 
 
 @pytest.fixture(scope="module")
@@ -64,11 +64,11 @@ def test_mistyped_local_path_is_not_a_hub_id(tmp_path, capsys, monkeypatch, no_e
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--batch-size", "0"], "--batch-size must be >= 1"),
+    (["--batch_size", "0"], "--batch_size must be >= 1"),
     (["--seed", "-1"], "--seed must be in [0, 2**32 - 1]"),
     (["--metrics", "bogus"], "unknown metrics ['bogus']"),
-    (["--dataset-option", "factor_sizes=[2,2,2,2,2,2"], "is not valid JSON"),
-    (["--dataset-option", "image_size"], "expected KEY=VALUE"),
+    (["--dataset_options", '{"factor_sizes": [2,2,2,2,2,2]'], "is not valid JSON"),
+    (["--dataset_options", '["image_size"]'], "is not a JSON object"),
 ])
 def test_bad_options_are_argparse_errors(saved, capsys, argv, message, no_evaluation):
     with pytest.raises(SystemExit) as info:
@@ -79,13 +79,13 @@ def test_bad_options_are_argparse_errors(saved, capsys, argv, message, no_evalua
 
 
 @pytest.mark.parametrize("options, message", [
-    (["--dataset-option", "image_size=abc"], "image_size must be an integer"),
-    (["--dataset-option", "image_sise=16"], "image_sise"),
-    (["--dataset-option", "factor_sizes=[5,5]"], "factor_sizes needs 6 entries"),
-    (["--dataset-option", "image_size=16", "--dataset-option", "factor_sizes=[2,2,2,2,2,2]"], "Expected 8x8 images"),
+    (["--dataset_options", '{"image_size": "abc"}'], "image_size must be an integer"),
+    (["--dataset_options", '{"image_sise": 16}'], "image_sise"),
+    (["--dataset_options", '{"factor_sizes": [5, 5]}'], "factor_sizes needs 6 entries"),
+    (["--dataset_options", '{"image_size": 16, "factor_sizes": [2, 2, 2, 2, 2, 2]}'], "Expected 8x8 images"),
 ])
 def test_dataset_and_size_errors_are_one_line(saved, tmp_path, capsys, options, message):
-    code = cli([str(saved), "--out", str(tmp_path / "r.json"), "--metrics", "mig", "--no-progress"] + options)
+    code = cli([str(saved), "--out", str(tmp_path / "r.json"), "--metrics", "mig", "--no_progress"] + options)
     one_line_error(capsys, code, message)
     assert not (tmp_path / "r.json").exists()
 
@@ -137,9 +137,9 @@ def test_results_are_printed_before_a_failing_write(tmp_path, capsys, monkeypatc
 
     def disk_full(path, text):
         raise OSError(28, "No space left on device")
-    monkeypatch.setattr(evaluation, "_write_atomically", disk_full)
+    monkeypatch.setattr(evaluation, "write_text", disk_full)
     code = cli(["some/pipeline", "--dataset", "x", "--out", str(tmp_path / "r.json"), "--metrics", "mig",
-                "--no-progress"])
+                "--no_progress"])
     captured = capsys.readouterr()
     assert code == 1 and "No space left on device" in captured.err
     assert "| MIG |" in captured.out  # the finished evaluation is not lost
@@ -151,7 +151,7 @@ def test_reports_follow_the_umask(tmp_path, capsys, monkeypatch):
     old = os.umask(0o022)
     try:
         code = cli(["some/pipeline", "--dataset", "x", "--out", str(tmp_path / "r.json"),
-                    "--markdown", str(tmp_path / "r.md"), "--metrics", "mig", "--no-progress"])
+                    "--markdown", str(tmp_path / "r.md"), "--metrics", "mig", "--no_progress"])
     finally:
         os.umask(old)
     assert code == 0, capsys.readouterr().err
@@ -163,7 +163,7 @@ def test_sample_sheet_user_errors_are_one_line(tmp_path, capsys):
     code = sample_sheet_main(["--dataset", str(tmp_path / "nope.h5"), "--out", str(tmp_path / "s.png")])
     one_line_error(capsys, code, "nope.h5")
     (tmp_path / "adir").mkdir()
-    code = sample_sheet_main(["--out", str(tmp_path / "adir"), "--image-size", "8"])
+    code = sample_sheet_main(["--out", str(tmp_path / "adir"), "--image_size", "8"])
     one_line_error(capsys, code, "--out", "is a folder")
     with pytest.raises(SystemExit):
         sample_sheet_main(["--columns", "0"])
@@ -173,7 +173,7 @@ def test_sample_sheet_user_errors_are_one_line(tmp_path, capsys):
 def test_sample_sheet_follows_the_umask(tmp_path, capsys):
     old = os.umask(0o022)
     try:
-        code = sample_sheet_main(["--out", str(tmp_path / "s.png"), "--image-size", "32", "--columns", "2"])
+        code = sample_sheet_main(["--out", str(tmp_path / "s.png"), "--image_size", "32", "--columns", "2"])
     finally:
         os.umask(old)
     assert code == 0, capsys.readouterr().err
@@ -206,8 +206,9 @@ def test_run_cli_boundary(capsys):
 def test_every_script_ends_in_the_error_boundary():
     """Benchmarks and training scripts run `main` through `encdiff_pipeline.cli` (or `run_training`)."""
     root = Path(__file__).resolve().parents[1]
-    scripts = sorted((root / "benchmarks").glob("*.py")) + [root / "training" / name for name in (
-        "train_encdiff.py", "train_autoencoder.py", "train_baseline.py", "latent_cache.py")]
+    scripts = ([p for p in sorted((root / "benchmarks").glob("*.py")) if p.name != "__init__.py"]
+               + [root / "training" / name for name in ("train_encdiff.py", "train_autoencoder.py", "train_baseline.py")]
+               + [root / "encdiff_pipeline" / "training" / "latent_cache.py"])
     unguarded = []
     for script in scripts:
         tail = script.read_text(encoding="utf-8").split('if __name__ == "__main__":')[-1]
