@@ -49,8 +49,16 @@ def merge(base: dict, overrides: dict) -> dict:
 
 
 _X0_LOGSNR = {"prediction_type": "sample", "timestep_sampling": "logsnr_normal", "logsnr_mean": -1.5, "logsnr_std": 1.5}
-# The preset before the levers (10 concepts, one learning rate): the base of the first tuning round.
-_FORMER = {"encoder": {"num_concepts": 10}, "training": {"encoder_lr_scale": 1.0}}
+_EPS_LOGSNR = {"timestep_sampling": "logsnr_normal", "logsnr_mean": -1.0, "logsnr_std": 2.0}
+# The preset before edge weighting (the plain mean loss): the base of the second tuning round.
+_PLAIN = {"training": {"edge_weighting": 0.0}}
+# The preset before the levers (10 concepts, one learning rate, plain loss): the base of the first round.
+_FORMER = merge(_PLAIN, {"encoder": {"num_concepts": 10}, "training": {"encoder_lr_scale": 1.0}})
+
+
+def _plain(**overrides: Any) -> dict[str, Any]:
+    """Overrides on top of the small preset without edge weighting (the plain mean loss)."""
+    return merge(_PLAIN, overrides)
 
 
 def _former(**overrides: Any) -> dict[str, Any]:
@@ -61,34 +69,39 @@ def _former(**overrides: Any) -> dict[str, Any]:
 # name -> (what changes from the small preset, preset keys to override, extra train_encdiff.py flags)
 VARIANTS: dict[str, tuple[str, dict[str, Any], list[str]]] = {
     "default": ("small preset: 16x16, N=20, U-Net 16-8-4 with attention at 8x8 and 4x4, batch 64, lr 1e-3, "
-                "encoder lr 3e-3", {}, []),
-    # levers aimed at object scale and shape, measured one by one (the preset is the winning combination)
+                "encoder lr 3e-3, loss weighted per pixel by the image's edges (edge_weighting 4)", {}, []),
+    # edge weighting: how strong, and with other levers
+    "edge_weighting_2": ("edge weighting 2", {"training": {"edge_weighting": 2.0}}, []),
+    "edge_weighting_8": ("edge weighting 8", {"training": {"edge_weighting": 8.0}}, []),
+    "edge_logsnr": ("edge weighting 4 with eps log-SNR ~ N(-1, 2) sampling", {"training": _EPS_LOGSNR}, []),
+    # the second round, on the preset without edge weighting (its 'default' then: plain_loss)
+    "plain_loss": ("the plain mean loss (no edge weighting): the small preset before edge weighting", _PLAIN, []),
+    "edge_weighting_4": ("plain preset + edge weighting 4 (= default)", {}, []),
+    "concepts_20_one_lr": ("plain, 20 concepts, encoder at the U-Net's lr", _plain(training={"encoder_lr_scale": 1.0}), []),
+    "concepts_20_one_lr_skip_dropout": ("plain, 20 concepts, encoder at the U-Net's lr, skip dropout 0.2",
+                                        _plain(training={"encoder_lr_scale": 1.0, "skip_dropout": 0.2}), []),
+    "encoder_lr_x10": ("plain, encoder lr 10x the U-Net's (1e-2)", _plain(training={"encoder_lr_scale": 10.0}), []),
+    "encoder_lr_x2": ("plain, encoder lr 2x the U-Net's (2e-3)", _plain(training={"encoder_lr_scale": 2.0}), []),
+    "encoder_lr_x5": ("plain, encoder lr 5x the U-Net's (5e-3)", _plain(training={"encoder_lr_scale": 5.0}), []),
+    "concepts_10": ("plain, 10 concepts", _plain(encoder={"num_concepts": 10}), []),
+    "concepts_30": ("plain, 30 concepts", _plain(encoder={"num_concepts": 30}), []),
+    "lr_cosine_700": ("plain, both learning rates decay to 0 on a cosine over 700 steps (about 8 minutes at 1 thread)",
+                      _PLAIN, ["--lr_scheduler", "cosine", "--max_train_steps", "700"]),
+    "eps_logsnr": ("plain, eps prediction with log-SNR ~ N(-1, 2)", _plain(training=_EPS_LOGSNR), []),
+    "v_prediction": ("plain, v prediction", _plain(training={"prediction_type": "v_prediction"}), []),
+    "skip_dropout": ("plain, skip dropout 0.2", _plain(training={"skip_dropout": 0.2}), []),
+    "v_edge": ("plain, v prediction, edge loss 1.0",
+               _plain(training={"prediction_type": "v_prediction", "edge_loss_weight": 1.0}), []),
+    "x0_logsnr_edge": ("plain, x0 prediction, log-SNR ~ N(-1.5, 1.5), edge loss 1.0",
+                       _plain(training={**_X0_LOGSNR, "edge_loss_weight": 1.0}), []),
+    # the first round, on the former preset (10 concepts, one lr)
     "former_small": ("the former preset: 10 concepts, encoder at the U-Net's lr (1e-3)", _FORMER, []),
     "former_x0_logsnr": ("former preset, x0 prediction, log-SNR ~ N(-1.5, 1.5)", _former(training=_X0_LOGSNR), []),
-    "concepts_20_one_lr": ("20 concepts, encoder at the U-Net's lr", {"training": {"encoder_lr_scale": 1.0}}, []),
-    "concepts_20_one_lr_skip_dropout": ("20 concepts, encoder at the U-Net's lr, skip dropout 0.2",
-                                        {"training": {"encoder_lr_scale": 1.0, "skip_dropout": 0.2}}, []),
-    "encoder_lr_x10": ("encoder lr 10x the U-Net's (1e-2)", {"training": {"encoder_lr_scale": 10.0}}, []),
-    "encoder_lr_x2": ("encoder lr 2x the U-Net's (2e-3)", {"training": {"encoder_lr_scale": 2.0}}, []),
-    "encoder_lr_x5": ("encoder lr 5x the U-Net's (5e-3)", {"training": {"encoder_lr_scale": 5.0}}, []),
-    "concepts_10": ("10 concepts", {"encoder": {"num_concepts": 10}}, []),
-    "concepts_30": ("30 concepts", {"encoder": {"num_concepts": 30}}, []),
-    "lr_cosine_700": ("both learning rates decay to 0 on a cosine over 700 steps (about 8 minutes at 1 thread here)",
-                      {}, ["--lr_scheduler", "cosine", "--max_train_steps", "700"]),
-    "eps_logsnr": ("eps prediction with log-SNR ~ N(-1, 2)",
-                   {"training": {"timestep_sampling": "logsnr_normal", "logsnr_mean": -1.0, "logsnr_std": 2.0}}, []),
-    "v_prediction": ("v prediction", {"training": {"prediction_type": "v_prediction"}}, []),
-    "edge_weighting_4": ("eps loss weighted per pixel by 1 + 4 x edge magnitude / mean",
-                         {"training": {"edge_weighting": 4.0}}, []),
-    "skip_dropout": ("skip dropout 0.2", {"training": {"skip_dropout": 0.2}}, []),
-    "v_edge": ("v prediction, edge loss 1.0", {"training": {"prediction_type": "v_prediction", "edge_loss_weight": 1.0}}, []),
-    "x0_logsnr_edge": ("x0 prediction, log-SNR ~ N(-1.5, 1.5), edge loss 1.0",
-                       {"training": {**_X0_LOGSNR, "edge_loss_weight": 1.0}}, []),
     # a cheaper U-Net step, or finer images at the same step: the U-Net on 2x2 pixel patches (PatchAutoencoder)
-    "patch_2": ("U-Net at 8x8 on 2x2 pixel patches (12 channels): levels 8-4, attention at both, channels 64-64",
-                {"patch_size": 2, "unet": _PATCHED_8}, []),
-    "pixels_32_patch_2": ("32x32 images, the U-Net at 16x16 on 2x2 pixel patches (the small U-Net), encoder at 32 px",
-                          {"image_size": 32, "patch_size": 2}, []),
+    "patch_2": ("plain, U-Net at 8x8 on 2x2 pixel patches (12 channels): levels 8-4, attention at both, channels 64-64",
+                _plain(patch_size=2, unet=_PATCHED_8), []),
+    "pixels_32_patch_2": ("plain, 32x32 images, the U-Net at 16x16 on 2x2 pixel patches (the small U-Net), encoder at 32 px",
+                          _plain(image_size=32, patch_size=2), []),
     # the first tuning round (image size, U-Net layout, lr, batch), on the former preset
     "former_pixels_32": ("former preset at 32x32, 4-level U-Net (32-16-8-4, attention at 8x8 and 4x4)",
                          _former(image_size=32, unet=_FOUR_LEVELS), []),
