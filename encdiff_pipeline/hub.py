@@ -19,7 +19,6 @@ Example:
 """
 from __future__ import annotations
 
-import importlib
 import inspect
 import json
 import os
@@ -32,13 +31,12 @@ from typing import Any
 
 import huggingface_hub
 import torch
-from diffusers.pipelines.pipeline_loading_utils import LOADABLE_CLASSES
 from diffusers.pipelines.pipeline_utils import DiffusionPipeline
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
 from .atomic import apply_default_mode
 from .loading_allowlist import allowed_component_class
-from .remote_code import MODEL_INDEX, PACKAGE, _package_class, write_remote_code
+from .remote_code import MODEL_INDEX, write_remote_code
 from .version import __version__
 
 WEIGHTS_NAME = "diffusion_pytorch_model"
@@ -301,44 +299,6 @@ def resolve_pretrained_folder(pretrained_model_name_or_path: str | os.PathLike, 
                                 f"{first_line}") from error
 
 
-def _component_class(library: str, class_name: str) -> type:
-    if library in ("diffusers", PACKAGE):
-        cls = getattr(importlib.import_module(library), class_name, None)
-        if inspect.isclass(cls):
-            return cls
-        if library == "diffusers":
-            raise ValueError(f"{library} has no class {class_name} (named in {MODEL_INDEX}).")
-    if library in LOADABLE_CLASSES and library != "diffusers":
-        # transformers / onnxruntime classes could reach remote-code prompts: never loaded here
-        raise ValueError(f"{MODEL_INDEX} names {library}.{class_name}; EncDiff components come from diffusers or "
-                         f"{PACKAGE} only.")
-    return _package_class(class_name)  # our own components, whatever module path was recorded
-
-
-def _slot_classes() -> dict[str, tuple[type, ...]]:
-    """What each component slot of an EncDiff pipeline must hold."""
-    from diffusers import AutoencoderKL, UNet2DConditionModel, VQModel
-
-    from .models import ConceptEncoderModel, PatchAutoencoder
-
-    return {
-        "encoder": (ConceptEncoderModel,),
-        "unet": (UNet2DConditionModel,),
-        "scheduler": (SchedulerMixin,),
-        "vae": (VQModel, AutoencoderKL, PatchAutoencoder),
-    }
-
-
-def _check_slot(name: str, component_cls: type, folder: Path, strict: bool) -> None:
-    expected = _slot_classes().get(name)
-    if expected and not issubclass(component_cls, expected):
-        message = (f"{folder / MODEL_INDEX}: component {name!r} is a {component_cls.__name__}, expected "
-                   f"{' or '.join(c.__name__ for c in expected)}.")
-        if strict:
-            raise ValueError(message + " Pass strict=False to load it anyway.")
-        warnings.warn(message)
-
-
 def _names(keys: Any, limit: int = 8) -> str:
     keys = sorted(keys)
     return ", ".join(keys[:limit]) + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
@@ -454,7 +414,6 @@ def load_pipeline(cls: type, pretrained_model_name_or_path: str | os.PathLike, *
             if component_cls is None:
                 init_kwargs[name] = None
                 continue
-            _check_slot(name, component_cls, folder, strict)
             if issubclass(component_cls, SchedulerMixin):
                 init_kwargs[name] = component_cls.from_pretrained(folder / name)
             else:

@@ -48,8 +48,6 @@ SLOT_ALLOWLIST: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
     "scheduler": (("diffusers", SCHEDULER_NAMES),),
     "vae": (("diffusers", ("VQModel", "AutoencoderKL")), (PACKAGE, ("PatchAutoencoder",))),
 }
-# how `save_pretrained` records this package's classes for remote-code loading (`encoder/concept_encoder.py`)
-_BUNDLED_MODULES = {"ConceptEncoderModel": "concept_encoder", "PatchAutoencoder": "patch_autoencoder"}
 
 
 def describe_allowed(slot: str) -> str:
@@ -63,9 +61,14 @@ def describe_allowed(slot: str) -> str:
     return " or ".join(described)
 
 
+def _package_model(class_name: str) -> type:
+    return getattr(importlib.import_module(f"{PACKAGE}.models"), class_name)
+
+
 def _library_matches(allowed_library: str, library: str, class_name: str) -> bool:
-    if allowed_library == PACKAGE:
-        return library == PACKAGE or library.startswith(PACKAGE + ".") or library == _BUNDLED_MODULES.get(class_name)
+    if allowed_library == PACKAGE:  # as installed, or as saved remote code: the stem of the class's module
+        stem = _package_model(class_name).__module__.rsplit(".", 1)[-1]
+        return library == PACKAGE or library.startswith(PACKAGE + ".") or library == stem
     return library == allowed_library
 
 
@@ -90,7 +93,7 @@ def allowed_component_class(slot: str, library: Any, class_name: Any, where: str
                          f"(expected {describe_allowed(slot)}); refusing to load it. Saved EncDiff folders only "
                          "hold these classes, and no code from the folder is ever run.")
     if allowed_library == PACKAGE:
-        cls = getattr(importlib.import_module(f"{PACKAGE}.models"), class_name)
+        cls = _package_model(class_name)
     else:
         cls = getattr(importlib.import_module(allowed_library), class_name, None)
     if not inspect.isclass(cls):

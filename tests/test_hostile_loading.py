@@ -36,6 +36,13 @@ def edit_weights(path, edit):
     save_file(state, str(path))
 
 
+def set_index_entry(folder, key, value):
+    """Write `value` under `key` in the folder's model_index.json."""
+    index = json.loads((folder / "model_index.json").read_text())
+    index[key] = value
+    (folder / "model_index.json").write_text(json.dumps(index))
+
+
 def test_encoder_missing_a_tensor_is_named(copy):
     folder = copy()
     weights = folder / "encoder" / WEIGHTS
@@ -85,9 +92,7 @@ def test_non_finite_weights_are_named(copy):
 
 def test_wrong_class_for_the_encoder_slot_is_refused(copy):
     folder = copy()
-    index = json.loads((folder / "model_index.json").read_text())
-    index["encoder"] = ["diffusers", "UNet2DConditionModel"]
-    (folder / "model_index.json").write_text(json.dumps(index))
+    set_index_entry(folder, "encoder", ["diffusers", "UNet2DConditionModel"])
     for strict in (True, False):  # off the allow-list: refused whatever strict says
         with pytest.raises(ValueError, match="component 'encoder' names diffusers.UNet2DConditionModel, which is not "
                                              "allowed .*expected encdiff_pipeline.ConceptEncoderModel"):
@@ -96,9 +101,7 @@ def test_wrong_class_for_the_encoder_slot_is_refused(copy):
 
 def test_transformers_class_is_never_loaded(copy):
     folder = copy()
-    index = json.loads((folder / "model_index.json").read_text())
-    index["unet"] = ["transformers", "AutoModel"]
-    (folder / "model_index.json").write_text(json.dumps(index))
+    set_index_entry(folder, "unet", ["transformers", "AutoModel"])
     with pytest.raises(ValueError, match="component 'unet' names transformers.AutoModel, which is not allowed"):
         EncDiffPipeline.from_pretrained(folder, strict=False)
 
@@ -231,9 +234,7 @@ def test_hostile_component_configs_are_named_before_building(copy, component, ke
 
 def test_non_numeric_latent_scale_is_named(copy):
     folder = copy()
-    index = json.loads((folder / "model_index.json").read_text())
-    index["latent_scale"] = "abc"
-    (folder / "model_index.json").write_text(json.dumps(index))
+    set_index_entry(folder, "latent_scale", "abc")
     with pytest.raises(ValueError, match="latent_scale must be a positive finite float, got 'abc'"):
         EncDiffPipeline.from_pretrained(folder)
 

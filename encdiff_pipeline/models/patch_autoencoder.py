@@ -57,17 +57,15 @@ class PatchAutoencoder(ModelMixin, ConfigMixin):
         # to save and load like any other component
         self.register_buffer("anchor", torch.zeros(0))
 
-    def _check(self, x: torch.Tensor, channels: int, what: str) -> None:
-        p = self.config.patch_size
-        if x.ndim != 4 or x.shape[1] != channels or x.shape[-1] % (1 if what == "latents" else p) or \
-                x.shape[-2] % (1 if what == "latents" else p):
+    def _check(self, x: torch.Tensor, channels: int, what: str, multiple: int = 1) -> None:
+        if x.ndim != 4 or x.shape[1] != channels or x.shape[-2] % multiple or x.shape[-1] % multiple:
             raise ValueError(f"PatchAutoencoder expected {what} of shape (B, {channels}, H, W)"
-                             + ("" if what == "latents" else f" with H and W multiples of {p}")
+                             + (f" with H and W multiples of {multiple}" if multiple > 1 else "")
                              + f", got {tuple(x.shape)}.")
 
     def encode(self, x: torch.Tensor, return_dict: bool = True) -> PatchEncoderOutput | tuple[torch.Tensor]:
         """Images `(B, C, H, W)` -> latents `(B, C * p * p, H / p, W / p)`."""
-        self._check(x, self.config.in_channels, "images")
+        self._check(x, self.config.in_channels, "images", multiple=self.config.patch_size)
         latents = F.pixel_unshuffle(x, self.config.patch_size)
         return PatchEncoderOutput(latents=latents) if return_dict else (latents,)
 

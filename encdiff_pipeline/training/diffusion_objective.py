@@ -139,11 +139,12 @@ class DiffusionObjective:
         weights = 1 + self.edge_weighting * edges / edges.mean(dim=(1, 2, 3), keepdim=True).clamp_min(1e-8)
         return weights / weights.mean(dim=(1, 2, 3), keepdim=True)
 
-    def distance(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Mean `loss_type` distance (float32): mean absolute error for "l1", mean squared for "l2".
-        Also the whole loss of the deterministic decoder (its target is the clean image)."""
+    def distance(self, prediction: torch.Tensor, target: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+        """`loss_type` distance (float32): absolute error for "l1", squared for "l2", averaged
+        (`reduction="mean"`) or per element (`"none"`). Also the whole loss of the deterministic
+        decoder (its target is the clean image)."""
         distance = F.l1_loss if self.loss_type == "l1" else F.mse_loss
-        return distance(prediction.float(), target.float())
+        return distance(prediction.float(), target.float(), reduction=reduction)
 
     def loss(self, clean: torch.Tensor, noisy: torch.Tensor, timesteps: torch.Tensor, noise: torch.Tensor,
              prediction: torch.Tensor) -> torch.Tensor:
@@ -151,8 +152,7 @@ class DiffusionObjective:
         prediction, clean = prediction.float(), clean.float()
         target = self.target(clean, noise.float(), timesteps)
         if self.edge_weighting > 0:
-            errors = (prediction - target).abs() if self.loss_type == "l1" else (prediction - target).square()
-            loss = (errors * self.pixel_weights(clean)).mean()
+            loss = (self.distance(prediction, target, reduction="none") * self.pixel_weights(clean)).mean()
         else:
             loss = self.distance(prediction, target)
         if self.edge_loss_weight > 0:
