@@ -55,21 +55,34 @@ class EvaluationReport(dict):
     """
 
     def headline(self) -> list[tuple[str, float]]:
-        """(display name, value) of the headline number of every metric in the report."""
+        """(display name, value) of the headline number of every metric in the report; generation
+        fidelity (when measured) by its worst factor."""
         rows = []
         for metric, key, name in HEADLINE:
             result = self.get("metrics", {}).get(metric)
             if result is not None and key in result:
                 rows.append((name, float(result[key])))
+        fidelity = self.get("generation_fidelity")
+        if fidelity:
+            from .generation_fidelity import fidelity_summary
+
+            rows += [(name, value) for name, value in fidelity_summary(fidelity).items() if value is not None]
         return rows
 
     def to_markdown(self) -> str:
-        """A markdown table of the headline numbers."""
+        """A markdown table of the headline numbers (and the generation-fidelity table when measured)."""
         lines = [f"Evaluation of `{self.get('model')}` on `{self.get('dataset')}` "
                  f"({self.get('num_images')} images, seed {self.get('random_seed')})", "",
                  "| metric | value |", "|---|---|"]
         lines += [f"| {name} | {int(value)} |" if "captured" in name else f"| {name} | {value:.4f} |"
                   for name, value in self.headline()]
+        fidelity = self.get("generation_fidelity")
+        if fidelity:
+            from .generation_fidelity import fidelity_markdown
+
+            lines += ["", f"Generation fidelity on `{fidelity.get('dataset')}`, read by a factor probe "
+                          f"({fidelity['num_images']} held images, sampling {json.dumps(fidelity['sampling'])})", "",
+                      fidelity_markdown(fidelity)]
         return "\n".join(lines) + "\n"
 
     def to_eval_results(self, dataset_name: Optional[str] = None, task_type: str = "image-representation") -> list:
@@ -353,8 +366,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help="JSON report path (default: report.json in a pipeline folder, else in the working directory)")
     parser.add_argument("--markdown", default=None,
                         help="also write the markdown table here (default: report.md next to a default --out in a folder)")
+    parser.add_argument("--generation_fidelity", action="store_true",
+                        help="also read the pipeline's reconstructions, swaps and traversals with a factor probe "
+                             "trained on the run's training set (cached; see benchmarks/generation_fidelity.py)")
+    parser.add_argument("--fidelity_options", type=_parse_options, default={}, metavar="JSON",
+                        help="options of generation_fidelity, e.g. '{\"num_images\": 256, \"num_inference_steps\": 50}'")
     parser.add_argument("--no_progress", action="store_true")
     args = parser.parse_args(argv)
+    if args.fidelity_options and not args.generation_fidelity:
+        parser.error("--fidelity_options needs --generation_fidelity")
     if args.batch_size < 1:
         parser.error(f"--batch_size must be >= 1, got {args.batch_size}")
     if not 0 <= args.seed <= 2**32 - 1:
@@ -378,6 +398,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(f"evaluating on {source} with options {options}")
     report = evaluate(args.pipeline, dataset=source, metrics=args.metrics, batch_size=args.batch_size,
                       random_seed=args.seed, dataset_options=options, progress=not args.no_progress)
+    if args.generation_fidelity:
+        from .generation_fidelity import evaluate_generation
+
+        report["generation_fidelity"] = evaluate_generation(args.pipeline, seed=args.seed, progress=not args.no_progress,
+                                                            **args.fidelity_options)
     model_index = report.to_model_index(model_name=os.path.basename(os.path.normpath(args.pipeline)))
     payload = dict(report, model_index=model_index)
     markdown = report.to_markdown()

@@ -98,6 +98,12 @@ class EncDiffTraversalOutput(BaseOutput):
     concepts: torch.Tensor
 
 
+def _check_guidance_scale(guidance_scale) -> None:
+    is_number = isinstance(guidance_scale, numbers.Real) and not isinstance(guidance_scale, bool)
+    if not (is_number and np.isfinite(guidance_scale) and guidance_scale >= 0):
+        raise ValueError(f"guidance_scale must be a finite number >= 0 (1 = no guidance), got {guidance_scale!r}.")
+
+
 def _package_hub():
     """The installed package's Hub helpers, or `None` when this file runs as standalone remote code."""
     try:
@@ -116,6 +122,10 @@ class EncDiffPipeline(DiffusionPipeline):
         scheduler: any diffusers scheduler; `None` builds the paper's schedule as a `DDIMScheduler`
             (T=1000, `scaled_linear` betas 0.0015..0.0155, eps prediction).
         vae: optional first stage (`VQModel` or `AutoencoderKL`); `None` means pixel space.
+        guidance_scale: the default classifier-free guidance on the concept tokens of every
+            generating call (1 = none). Guidance needs a U-Net trained with token dropout
+            (`--token_dropout`): it then also knows the empty condition, all-zero tokens, and
+            `eps_empty + w * (eps_tokens - eps_empty)` follows the tokens more closely for `w > 1`.
         latent_scale: diffusion latents are `vae_latents * latent_scale` (the paper: 1 / std of the
             first batch); generated latents are decoded as `vae.decode(latents / latent_scale)`.
             A `VQModel` decodes with its default `force_not_quantize=False`: the latents are
@@ -138,13 +148,15 @@ class EncDiffPipeline(DiffusionPipeline):
         scheduler: SchedulerMixin | None = None,
         vae: ModelMixin | None = None,
         latent_scale: float = 1.0,
+        guidance_scale: float = 1.0,
     ):
         super().__init__()
         if scheduler is None:
             scheduler = DDIMScheduler(**schedule_config("linear"))
         self._check_components(encoder, unet, vae, latent_scale)
+        _check_guidance_scale(guidance_scale)
         self.register_modules(encoder=encoder, unet=unet, scheduler=scheduler, vae=vae)
-        self.register_to_config(latent_scale=float(latent_scale))
+        self.register_to_config(latent_scale=float(latent_scale), guidance_scale=float(guidance_scale))
         self.image_processor = VaeImageProcessor(do_resize=False, do_normalize=True)
 
     @staticmethod
@@ -284,10 +296,13 @@ class EncDiffPipeline(DiffusionPipeline):
             raise ValueError("concepts contain NaN or infinite values.")
         return tensor.to(device=self._execution_device, dtype=self.encoder.dtype)
 
-    def check_inputs(self, images, concepts, num_inference_steps: int, output_type: str, eta: float = 0.0) -> None:
+    def check_inputs(self, images, concepts, num_inference_steps: int, output_type: str, eta: float = 0.0,
+                     guidance_scale: float | None = None) -> None:
         """Check the arguments of `__call__` (images/concepts themselves are checked when prepared)."""
         if (images is None) == (concepts is None):
             raise ValueError("Pass exactly one of `images` or `concepts`.")
+        if guidance_scale is not None:
+            _check_guidance_scale(guidance_scale)
         if (
             not isinstance(num_inference_steps, numbers.Integral)
             or isinstance(num_inference_steps, bool)
@@ -336,11 +351,36 @@ class EncDiffPipeline(DiffusionPipeline):
         size = self.unet.config.sample_size
         return (batch_size, self.unet.config.in_channels, size, size)
 
+    def _check_latents(self, latents: torch.Tensor | None, batch_size: int) -> torch.Tensor | None:
+        """`latents` (the starting noise, e.g. from `invert`) as float32 on the device, shape-checked."""
+        if latents is None:
+            return None
+        expected = self._noise_shape(batch_size)
+        if not isinstance(latents, torch.Tensor) or tuple(latents.shape) != expected:
+            shape = tuple(latents.shape) if isinstance(latents, torch.Tensor) else type(latents).__name__
+            raise ValueError(f"latents must be a tensor of shape {expected} (the starting noise, e.g. from "
+                             f"`pipe.invert(images)`), got {shape}.")
+        if not torch.isfinite(latents).all():
+            raise ValueError("latents contain NaN or infinite values.")
+        return latents.to(device=self._execution_device, dtype=torch.float32)
+
+    def _guided_noise_pred(self, model_input: torch.Tensor, t, tokens: torch.Tensor, guidance_scale: float) -> torch.Tensor:
+        """The U-Net's prediction for `tokens`; with `guidance_scale != 1`, classifier-free guided
+        against the empty condition (all-zero tokens, what token dropout trains)."""
+        if guidance_scale == 1:
+            return self.unet(model_input, t, **self._conditioning(tokens)).sample.float()
+        both = torch.cat([torch.zeros_like(tokens), tokens])
+        empty, cond = self.unet(torch.cat([model_input] * 2), t, **self._conditioning(both)).sample.float().chunk(2)
+        return empty + guidance_scale * (cond - empty)
+
     def _sample(
-        self, tokens: torch.Tensor, num_inference_steps: int, generator, eta: float, noise: torch.Tensor | None = None
+        self, tokens: torch.Tensor, num_inference_steps: int, generator, eta: float, noise: torch.Tensor | None = None,
+        guidance_scale: float | None = None,
     ) -> torch.Tensor:
         """Run the reverse process conditioned on `tokens` (B, N, d) from `noise` (default: drawn
-        from `generator`); returns pixels in [-1, 1]. Latents stay float32; the U-Net runs in its dtype."""
+        from `generator`); returns pixels in [-1, 1]. Latents stay float32; the U-Net runs in its dtype.
+        `guidance_scale` None: the pipeline's `config.guidance_scale`."""
+        guidance_scale = self.config.get("guidance_scale", 1.0) if guidance_scale is None else float(guidance_scale)
         device = self._execution_device
         num_inference_steps = int(num_inference_steps)
         if isinstance(generator, (list, tuple)) and len(generator) not in (1, tokens.shape[0]):
@@ -357,7 +397,7 @@ class EncDiffPipeline(DiffusionPipeline):
         with self._eval_mode():
             for t in self.progress_bar(self.scheduler.timesteps):
                 model_input = self.scheduler.scale_model_input(latents, t).to(self.unet.dtype)
-                noise_pred = self.unet(model_input, t, **self._conditioning(tokens)).sample.float()
+                noise_pred = self._guided_noise_pred(model_input, t, tokens, guidance_scale)
                 latents = self.scheduler.step(noise_pred, t, latents, **step_kwargs).prev_sample
             pixels = self._decode(latents)
         if not torch.isfinite(pixels).all():
@@ -377,6 +417,8 @@ class EncDiffPipeline(DiffusionPipeline):
         num_inference_steps: int = 50,
         generator: torch.Generator | list[torch.Generator] | None = None,
         eta: float = 0.0,
+        guidance_scale: float | None = None,
+        latents: torch.Tensor | None = None,
         output_type: str = "pil",
         return_dict: bool = True,
     ) -> EncDiffPipelineOutput | tuple:
@@ -388,18 +430,24 @@ class EncDiffPipeline(DiffusionPipeline):
             num_inference_steps: scheduler steps (DDIM by default).
             generator: torch generator(s) for the initial noise (and DDIM's noise when `eta > 0`).
             eta: DDIM's eta (0 = deterministic DDIM, 1 = DDPM-like, the release's swap setting).
+            guidance_scale: classifier-free guidance on the tokens (1 = none; default: the
+                pipeline's `config.guidance_scale`, which training sets for a token-dropout model).
+            latents: `(B, C, h, w)` starting noise instead of a draw from `generator`, e.g.
+                `pipe.invert(images)` for a reconstruction that keeps the image's own noise.
             output_type: "pil", "np" (`(B, H, W, C)` in [0, 1]) or "pt" (`(B, C, H, W)` in [0, 1]).
             return_dict: return an `EncDiffPipelineOutput` instead of a tuple.
 
         Example:
             >>> recon = pipe(images=images, num_inference_steps=50, generator=torch.manual_seed(0)).images
+            >>> exact = pipe(images=images, latents=pipe.invert(images)).images   # from the inverted noise
         """
-        self.check_inputs(images, concepts, num_inference_steps, output_type, eta)
+        self.check_inputs(images, concepts, num_inference_steps, output_type, eta, guidance_scale)
         if images is not None:
             concepts = self.encode(images)
         concepts = self.prepare_concepts(concepts)
         tokens = self.encoder.concepts_to_tokens(concepts)
-        pixels = self._sample(tokens, num_inference_steps, generator, eta)
+        noise = self._check_latents(latents, tokens.shape[0])
+        pixels = self._sample(tokens, num_inference_steps, generator, eta, noise=noise, guidance_scale=guidance_scale)
         result = self.image_processor.postprocess(pixels, output_type=output_type)
         self.maybe_free_model_hooks()
         if not return_dict:
@@ -416,6 +464,8 @@ class EncDiffPipeline(DiffusionPipeline):
         num_inference_steps: int = 50,
         generator: torch.Generator | None = None,
         eta: float = 0.0,
+        guidance_scale: float | None = None,
+        latents: torch.Tensor | None = None,
         output_type: str = "pil",
         return_dict: bool = True,
     ) -> EncDiffSwapOutput | tuple:
@@ -429,14 +479,18 @@ class EncDiffPipeline(DiffusionPipeline):
             images: a batch of B images.
             concept_indices: the concepts to swap, one row each (default: all N).
             source: the index in the batch of the image whose concept values are copied.
+            guidance_scale: as in `__call__`.
+            latents: `(B, C, h, w)` starting noise per image (e.g. `pipe.invert(images)`), shared by
+                every row, so that a row differs from the image only through the swapped concept.
 
         Example:
             >>> out = pipe.swap(images, concept_indices=[0, 1], generator=torch.manual_seed(0))
             >>> out.images[1][4]   # image 4 with concept 1 taken from image 0
         """
-        self.check_inputs(images, None, num_inference_steps, output_type, eta)
+        self.check_inputs(images, None, num_inference_steps, output_type, eta, guidance_scale)
         concepts = self.encode(images)
         batch = concepts.shape[0]
+        noise = self._check_latents(latents, batch)
         if not -batch <= source < batch:
             raise ValueError(f"source must index the batch of {batch} images, got {source}.")
         if concept_indices is not None and any(
@@ -451,7 +505,9 @@ class EncDiffPipeline(DiffusionPipeline):
         for row, index in enumerate(indices):
             swapped[row, :, index] = concepts[source, index]
         tokens = self.encoder.concepts_to_tokens(swapped.flatten(0, 1))
-        pixels = self._sample(tokens, num_inference_steps, generator, eta)
+        if noise is not None:
+            noise = noise.repeat(len(indices), 1, 1, 1)
+        pixels = self._sample(tokens, num_inference_steps, generator, eta, noise=noise, guidance_scale=guidance_scale)
         result = self._postprocess_rows(pixels, len(indices), output_type)
         self.maybe_free_model_hooks()
         if not return_dict:
@@ -476,6 +532,8 @@ class EncDiffPipeline(DiffusionPipeline):
         num_inference_steps: int = 50,
         generator: torch.Generator | None = None,
         eta: float = 0.0,
+        guidance_scale: float | None = None,
+        latents: torch.Tensor | None = None,
         output_type: str = "pil",
         return_dict: bool = True,
     ) -> EncDiffTraversalOutput | tuple:
@@ -490,11 +548,13 @@ class EncDiffPipeline(DiffusionPipeline):
                 since raw concepts have no fixed scale: the image's own value +- 2.
             generator: draws the initial noise, shared by every value of the row, so the row
                 differs only through the concept (with `eta > 0` DDIM adds fresh noise per step).
+            guidance_scale: as in `__call__`.
+            latents: `(1, C, h, w)` starting noise for the whole row instead (e.g. `pipe.invert(image)`).
 
         Example:
             >>> row = pipe.traverse(image, concept_index=3, value_range=(-1.5, 1.5), num_values=8).images
         """
-        self.check_inputs(image, None, num_inference_steps, output_type, eta)
+        self.check_inputs(image, None, num_inference_steps, output_type, eta, guidance_scale)
         if self.encoder.config.token_type != "scalar":
             raise ValueError("traverse sweeps a scalar concept; this encoder has vector tokens.")
         concepts = self.encode(image)
@@ -516,14 +576,46 @@ class EncDiffPipeline(DiffusionPipeline):
         traversed[:, concept_index] = values.to(traversed)
         tokens = self.encoder.concepts_to_tokens(traversed)
         # one initial noise shared by the whole row, so images differ only through the concept
-        noise = randn_tensor(self._noise_shape(1), generator=generator, device=self._execution_device, dtype=torch.float32)
+        noise = self._check_latents(latents, 1)
+        if noise is None:
+            noise = randn_tensor(self._noise_shape(1), generator=generator, device=self._execution_device, dtype=torch.float32)
         noise = noise.expand(values.numel(), -1, -1, -1)
-        pixels = self._sample(tokens, num_inference_steps, generator, eta, noise=noise)
+        pixels = self._sample(tokens, num_inference_steps, generator, eta, noise=noise, guidance_scale=guidance_scale)
         result = self.image_processor.postprocess(pixels, output_type=output_type)
         self.maybe_free_model_hooks()
         if not return_dict:
             return (result, values, traversed)
         return EncDiffTraversalOutput(images=result, concept_values=values, concepts=traversed)
+
+    @torch.no_grad()
+    def invert(self, images: ImageInput, num_inference_steps: int = 50) -> torch.Tensor:
+        r"""DDIM inversion: the starting noise `(B, C, h, w)` from which deterministic DDIM
+        (`eta=0`, the same `num_inference_steps`, no guidance) regenerates `images` from their own concepts.
+
+        The deterministic reverse process is run backwards with `DDIMInverseScheduler` on the
+        pipeline's training schedule. Pass the result as `latents` to `__call__`, `swap` or `traverse`
+        to edit an image by concept while keeping what the concepts do not describe. (Generation
+        from fresh noise stays the default, and is what the fidelity figures measure.)
+
+        Example:
+            >>> noise = pipe.invert(images, num_inference_steps=50)
+            >>> recon = pipe(images=images, latents=noise, num_inference_steps=50).images
+            >>> edited = pipe.swap(images, concept_indices=[3], latents=noise).images
+        """
+        from diffusers import DDIMInverseScheduler
+
+        self.check_inputs(images, None, num_inference_steps, "pt")
+        inverse = DDIMInverseScheduler.from_config(self.scheduler.config)
+        with self._eval_mode():
+            pixels = self.prepare_images(images)
+            tokens = self.encoder(pixels).tokens.to(self.unet.dtype)
+            latents = self._latents_from_images(pixels).float()
+            inverse.set_timesteps(int(num_inference_steps), device=latents.device)
+            for t in self.progress_bar(inverse.timesteps):
+                noise_pred = self.unet(latents.to(self.unet.dtype), t, **self._conditioning(tokens)).sample.float()
+                latents = inverse.step(noise_pred, t, latents).prev_sample
+        self.maybe_free_model_hooks()
+        return latents
 
     @torch.no_grad()
     def attention_maps(

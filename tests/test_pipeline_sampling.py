@@ -188,3 +188,83 @@ def test_traverse_row_shares_one_noise_and_sets_the_values():
     # default values: the image's own value +- 2, evenly spaced
     default = pipe.traverse(x, concept_index=0, num_values=5, num_inference_steps=1, output_type="pt")
     torch.testing.assert_close(default.concept_values, concepts[0, 0] + torch.linspace(-2, 2, 5), rtol=0, atol=1e-6)
+
+
+# ---------------------------------------------------------------- guidance, starting noise, inversion
+def test_guidance_scale_mixes_the_empty_and_the_token_prediction_by_hand():
+    """eps = eps(0 tokens) + w (eps(tokens) - eps(0 tokens)) at every step, checked with DDIM written out."""
+    pipe, x = make_pipeline(), images()
+    tokens = pipe.encoder(x).tokens
+    noise = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(5))
+
+    class Guided(torch.nn.Module):  # what the pipeline must compute, as a U-Net the hand-written DDIM can call
+        config = pipe.unet.config
+
+        def forward(self, sample, t, encoder_hidden_states):
+            empty = pipe.unet(sample, t, encoder_hidden_states=torch.zeros_like(encoder_hidden_states)).sample
+            cond = pipe.unet(sample, t, encoder_hidden_states=encoder_hidden_states).sample
+            return type("Out", (), {"sample": empty + 2.5 * (cond - empty)})
+
+    expected = ddim_by_hand(Guided(), tokens, noise, STEPS)[0]
+    got = pipe(images=x, latents=noise, num_inference_steps=STEPS, guidance_scale=2.5, output_type="pt").images
+    assert torch.allclose(got, to_unit(expected), atol=1e-5)
+    # guidance 0 is the empty condition alone; 1 is no guidance (one U-Net call per step)
+    pipe.encoder.concepts_to_tokens = lambda c, check_inputs=True: torch.zeros(c.shape[0], N, D)
+    empty = pipe(images=x, latents=noise, num_inference_steps=STEPS, output_type="pt").images
+    del pipe.encoder.concepts_to_tokens
+    assert torch.allclose(pipe(images=x, latents=noise, num_inference_steps=STEPS, guidance_scale=0.0,
+                               output_type="pt").images, empty, atol=1e-6)
+    plain = ddim_by_hand(pipe.unet, tokens, noise, STEPS)[0]
+    assert torch.allclose(pipe(images=x, latents=noise, num_inference_steps=STEPS, output_type="pt").images,
+                          to_unit(plain), atol=1e-5)
+
+
+def test_config_guidance_scale_is_the_default_and_survives_a_save(tmp_path):
+    pipe, x = make_pipeline(), images()
+    noise = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(5))
+    guided = pipe(images=x, latents=noise, num_inference_steps=STEPS, guidance_scale=3.0, output_type="pt").images
+    pipe.register_to_config(guidance_scale=3.0)
+    pipe.save_pretrained(tmp_path / "p")
+    loaded = EncDiffPipeline.from_pretrained(tmp_path / "p")
+    loaded.set_progress_bar_config(disable=True)
+    assert loaded.config.guidance_scale == 3.0
+    assert torch.allclose(loaded(images=x, latents=noise, num_inference_steps=STEPS, output_type="pt").images, guided, atol=1e-6)
+    for bad in (-1.0, float("nan"), "2", True):
+        with pytest.raises(ValueError, match="guidance_scale"):
+            pipe(images=x, num_inference_steps=STEPS, guidance_scale=bad)
+        with pytest.raises(ValueError, match="guidance_scale"):
+            EncDiffPipeline(encoder=pipe.encoder, unet=pipe.unet, guidance_scale=bad)
+
+
+def test_latents_are_the_starting_noise_of_call_swap_and_traverse():
+    pipe, x = make_pipeline(), images()
+    noise = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(5))
+    tokens = pipe.encoder(x).tokens
+    expected = to_unit(ddim_by_hand(pipe.unet, tokens, noise, STEPS)[0])
+    got = pipe(images=x, latents=noise, num_inference_steps=STEPS, output_type="pt").images
+    assert torch.allclose(got, expected, atol=1e-5)
+    # swap with the image's own noise: the row of a concept swapped in from the image itself is the reconstruction
+    rows = pipe.swap(x, concept_indices=[0, 1], source=0, latents=noise, num_inference_steps=STEPS, output_type="pt").images
+    assert torch.allclose(rows[0, 0], expected[0], atol=1e-5) and torch.allclose(rows[1, 0], expected[0], atol=1e-5)
+    value = pipe.encode(x[:1])[0, 2].item()
+    row = pipe.traverse(x[:1], concept_index=2, values=[value], latents=noise[:1], num_inference_steps=STEPS,
+                        output_type="pt").images
+    assert torch.allclose(row[0], expected[0], atol=1e-5)
+    with pytest.raises(ValueError, match=r"latents must be a tensor of shape \(2, 3, 8, 8\)"):
+        pipe(images=x, latents=noise[:1], num_inference_steps=STEPS)
+    with pytest.raises(ValueError, match="NaN"):
+        pipe(images=x, latents=noise * float("nan"), num_inference_steps=STEPS)
+
+
+def test_invert_runs_deterministic_ddim_backwards():
+    """With a U-Net that predicts zero noise, DDIM from x_T returns x_T / sqrt(alpha_bar(first timestep)):
+    inversion must give x * sqrt(alpha_bar(first timestep)), and DDIM from there x exactly."""
+    pipe, x = make_pipeline(), images()
+    with torch.no_grad():
+        for p in pipe.unet.conv_out.parameters():
+            p.zero_()
+    first = int(pipe.scheduler.config.num_train_timesteps // STEPS * (STEPS - 1))
+    noise = pipe.invert(x, num_inference_steps=STEPS)
+    assert torch.allclose(noise, x * alphas_cumprod()[first].sqrt(), atol=1e-5)
+    recon = pipe(images=x, latents=noise, num_inference_steps=STEPS, output_type="pt").images * 2 - 1
+    assert torch.allclose(recon, x, atol=1e-5)

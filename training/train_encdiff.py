@@ -76,12 +76,12 @@ RUN_IDENTITY = ("dataset", "dataset_options", "preset", "config", "vae_path", "s
                 "gradient_accumulation_steps", "num_processes", "beta_schedule", "prediction_type", "loss_type",
                 "learning_rate", "lr_scheduler", "lr_warmup_steps", "adam_weight_decay", "ema_decay", "conditioning",
                 "decoder_type", "timestep_sampling", "logsnr_mean", "logsnr_std", "edge_loss_weight", "edge_weighting",
-                "skip_dropout", "encoder_lr_scale")
+                "skip_dropout", "encoder_lr_scale", "token_dropout")
 # Training settings a preset may set (its "training" dict) and their values when it does not.
 TRAINING_DEFAULTS = {"learning_rate": 3e-4, "lr_warmup_steps": 500, "beta_schedule": "linear", "train_batch_size": 32,
                      "ema_decay": 0.9999, "prediction_type": "epsilon", "timestep_sampling": "uniform",
                      "logsnr_mean": 0.0, "logsnr_std": 1.0, "edge_loss_weight": 0.0, "edge_weighting": 0.0, "skip_dropout": 0.0,
-                     "encoder_lr_scale": 1.0}
+                     "encoder_lr_scale": 1.0, "token_dropout": 0.0, "guidance_scale": 1.0}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -134,6 +134,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--skip_dropout", type=float, default=None,
                    help="channel dropout probability on the U-Net's skip connections while training (0 = off); "
                         "default: the preset's")
+    p.add_argument("--token_dropout", type=float, default=None,
+                   help="probability that an image's tokens are zeroed while training, so the U-Net also learns the "
+                        "empty condition that classifier-free guidance needs (0 = off); default: the preset's")
+    p.add_argument("--guidance_scale", type=float, default=None,
+                   help="classifier-free guidance of the validation grids and the saved pipeline's default "
+                        "(1 = none; > 1 needs --token_dropout > 0); default: the preset's")
     p.add_argument("--loss_type", default="l1", choices=["l1", "l2"], help="L1 (paper) or L2 on the target")
     p.add_argument("--mixed_precision", default=None, choices=["no", "fp16", "bf16"], help="overrides accelerate's config")
     p.add_argument("--dataloader_num_workers", type=int, default=0, help="processes rendering/reading batches ahead")
@@ -212,9 +218,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     try:
         DiffusionObjective(make_noise_scheduler(args.beta_schedule), args.prediction_type, args.loss_type,
                            args.timestep_sampling, args.logsnr_mean, args.logsnr_std, args.edge_loss_weight,
-                           args.edge_weighting)
+                           args.edge_weighting, args.token_dropout)
     except ValueError as err:
         p.error(str(err))
+    if not (np.isfinite(args.guidance_scale) and args.guidance_scale >= 0):
+        p.error(f"--guidance_scale must be a finite number >= 0 (1 = no guidance), got {args.guidance_scale}")
+    if args.guidance_scale != 1 and args.token_dropout == 0:
+        p.error(f"--guidance_scale {args.guidance_scale} needs --token_dropout > 0: without it the U-Net never learns "
+                "the empty condition that guidance steers away from")
     if not (args.encoder_lr_scale > 0 and np.isfinite(args.encoder_lr_scale)):
         p.error(f"--encoder_lr_scale must be a finite number > 0, got {args.encoder_lr_scale}")
     if not 0.0 <= args.skip_dropout < 1.0:
@@ -329,7 +340,7 @@ def train(args: argparse.Namespace, accelerator: Accelerator, settings: dict, tr
     noise_scheduler.register_to_config(prediction_type="sample" if args.decoder_type == "deterministic" else args.prediction_type)
     objective = DiffusionObjective(noise_scheduler, args.prediction_type, args.loss_type, args.timestep_sampling,
                                    args.logsnr_mean, args.logsnr_std, args.edge_loss_weight,
-                           args.edge_weighting)
+                                   args.edge_weighting, args.token_dropout)
     latent_scale = 1.0
     if vae is not None and not isinstance(vae, PatchAutoencoder):  # the paper: latents scaled by 1 / std of the first batch
         # (the same batch on every process); pixel patches stay pixels
@@ -425,7 +436,7 @@ def train(args: argparse.Namespace, accelerator: Accelerator, settings: dict, tr
         unwrapped_unet = accelerator.unwrap_model(unet)
         ema_unet.store(unwrapped_unet.parameters())
         ema_unet.copy_to(unwrapped_unet.parameters())
-        pipeline = make_pipeline(accelerator.unwrap_model(encoder), unwrapped_unet, noise_scheduler, vae, latent_scale)
+        pipeline = make_pipeline(accelerator.unwrap_model(encoder), unwrapped_unet, noise_scheduler, vae, latent_scale, args.guidance_scale)
         pipeline.set_progress_bar_config(disable=True)
         pipeline.encoder.eval()
         out_dir = os.path.join(args.output_dir, "validation", f"step-{step:06d}")
@@ -469,6 +480,7 @@ def train(args: argparse.Namespace, accelerator: Accelerator, settings: dict, tr
                     clean = encode_to_diffusion(vae, images, latent_scale, generator)
             # a tuple, not the output dataclass: accelerate's mixed-precision wrapper rebuilds mappings by keyword
             _, tokens = encoder(images, return_dict=False, check_inputs=False)
+            tokens = objective.drop_tokens(tokens, generator)
             if deterministic:  # EncDec w/o Diff: zeros at t=0 -> the image, no noise
                 loss = objective.distance(deterministic_decode(unet, tokens, unet_config), clean)
             else:
@@ -527,7 +539,7 @@ def train(args: argparse.Namespace, accelerator: Accelerator, settings: dict, tr
             last_validation = validate(global_step)
         unwrapped_unet = accelerator.unwrap_model(unet)
         ema_unet.copy_to(unwrapped_unet.parameters())
-        pipeline = make_pipeline(accelerator.unwrap_model(encoder), unwrapped_unet, noise_scheduler, vae, latent_scale)
+        pipeline = make_pipeline(accelerator.unwrap_model(encoder), unwrapped_unet, noise_scheduler, vae, latent_scale, args.guidance_scale)
         write_pipeline(pipeline, args, last_validation)
         if args.push_to_hub:
             push(pipeline, args, last_validation)
@@ -536,10 +548,10 @@ def train(args: argparse.Namespace, accelerator: Accelerator, settings: dict, tr
     return args.output_dir
 
 
-def make_pipeline(encoder, unet, noise_scheduler, vae, latent_scale: float) -> EncDiffPipeline:
+def make_pipeline(encoder, unet, noise_scheduler, vae, latent_scale: float, guidance_scale: float = 1.0) -> EncDiffPipeline:
     """The inference pipeline of the current weights, sampling with DDIM on the training schedule."""
     return EncDiffPipeline(encoder=encoder, unet=unet, scheduler=DDIMScheduler.from_config(noise_scheduler.config),
-                           vae=vae, latent_scale=latent_scale)
+                           vae=vae, latent_scale=latent_scale, guidance_scale=guidance_scale)
 
 
 def validation_metrics(validation: dict) -> dict[str, float]:

@@ -20,6 +20,11 @@ and so what the concept tokens must carry:
   a mean weight of 1 per image: flat regions (floor, walls) count less, outlines (the object's
   scale and shape) more, without changing the target.
 
+One lever changes what the U-Net can do with the tokens at sampling time: `token_dropout`, the
+probability that an image's tokens are replaced by zeros (the empty condition), so that the U-Net
+also learns to denoise without them and the pipeline can guide towards them (classifier-free
+guidance, `EncDiffPipeline(guidance_scale=...)`).
+
 Example:
     >>> from diffusers import DDPMScheduler
     >>> objective = DiffusionObjective(DDPMScheduler(), prediction_type="sample",
@@ -59,11 +64,12 @@ class DiffusionObjective:
             (0 = off; needs "sample" or "v_prediction", where the clean image is a stable function of
             the prediction).
         edge_weighting: strength of the per-pixel edge weighting of the loss (0 = off, the plain mean).
+        token_dropout: probability that one image's tokens are all replaced by zeros (0 = off).
     """
 
     def __init__(self, scheduler, prediction_type: str = "epsilon", loss_type: str = "l1",
                  timestep_sampling: str = "uniform", logsnr_mean: float = 0.0, logsnr_std: float = 1.0,
-                 edge_loss_weight: float = 0.0, edge_weighting: float = 0.0):
+                 edge_loss_weight: float = 0.0, edge_weighting: float = 0.0, token_dropout: float = 0.0):
         if prediction_type not in PREDICTION_TYPES:
             raise ValueError(f"prediction_type {prediction_type!r}; expected one of {PREDICTION_TYPES}")
         if loss_type not in LOSS_TYPES:
@@ -76,13 +82,15 @@ class DiffusionObjective:
             raise ValueError(f"edge_loss_weight must be >= 0, got {edge_loss_weight}")
         if not (math.isfinite(edge_weighting) and edge_weighting >= 0):
             raise ValueError(f"edge_weighting must be >= 0, got {edge_weighting}")
+        if not (math.isfinite(token_dropout) and 0 <= token_dropout < 1):
+            raise ValueError(f"token_dropout must be in [0, 1), got {token_dropout}")
         if edge_loss_weight > 0 and prediction_type == "epsilon":
             raise ValueError("edge_loss_weight > 0 needs prediction_type 'sample' or 'v_prediction': the clean image "
                              "implied by an eps prediction divides by sqrt(alpha_bar), which vanishes at high noise")
         self.scheduler = scheduler
         self.prediction_type, self.loss_type = prediction_type, loss_type
         self.timestep_sampling, self.logsnr_mean, self.logsnr_std = timestep_sampling, logsnr_mean, logsnr_std
-        self.edge_loss_weight, self.edge_weighting = edge_loss_weight, edge_weighting
+        self.edge_loss_weight, self.edge_weighting, self.token_dropout = edge_loss_weight, edge_weighting, token_dropout
         alphas_cumprod = scheduler.alphas_cumprod.double()
         self._logsnr = torch.log(alphas_cumprod / (1 - alphas_cumprod)).float()  # decreasing in t
         self._alphas_cumprod = alphas_cumprod.float()
@@ -108,6 +116,14 @@ class DiffusionObjective:
         noise = torch.randn(clean.shape, generator=generator).to(clean.device, clean.dtype, non_blocking=True)
         timesteps = self.sample_timesteps(clean.shape[0], generator).to(clean.device, non_blocking=True)
         return self.scheduler.add_noise(clean, noise, timesteps), timesteps, noise
+
+    def drop_tokens(self, tokens: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """`tokens` (B, N, d) with each image's tokens zeroed with probability `token_dropout` (the
+        draw comes from `generator`, on the CPU; with 0 the tokens themselves and no draw)."""
+        if self.token_dropout == 0:
+            return tokens
+        keep = torch.rand(tokens.shape[0], generator=generator) >= self.token_dropout
+        return tokens * keep.to(tokens.device, tokens.dtype, non_blocking=True).view(-1, 1, 1)
 
     def _coefficients(self, timesteps: torch.Tensor, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         a = self._alphas_cumprod.to(like.device)[timesteps].to(like.dtype).view(-1, *([1] * (like.ndim - 1)))
