@@ -605,7 +605,9 @@ class EncDiffPipeline(DiffusionPipeline):
         from diffusers import DDIMInverseScheduler
 
         self.check_inputs(images, None, num_inference_steps, "pt")
-        inverse = DDIMInverseScheduler.from_config(self.scheduler.config)
+        # the first inverse step starts at alpha_bar(0), not 1: a clean-image or v prediction implies
+        # no noise at alpha_bar = 1 (a division by zero)
+        inverse = DDIMInverseScheduler.from_config(self.scheduler.config, set_alpha_to_one=False)
         with self._eval_mode():
             pixels = self.prepare_images(images)
             tokens = self.encoder(pixels).tokens.to(self.unet.dtype)

@@ -31,8 +31,10 @@ ENCDIFF_PRESETS: dict[str, dict[str, Any]] = {
                      "train_batch_size": 8, "ema_decay": 0.999},
     },
     # The CPU default: pixel space at 16x16, N=20 scalar concepts of d=32, the encoder's learning rate
-    # 3x the U-Net's, the loss weighted per pixel by the image's edges (edge_weighting 4). Chosen with benchmarks/encdiff_variants.py (the README's Results list each
-    # variant and what it did).
+    # 3x the U-Net's, the loss weighted per pixel by the image's edges (edge_weighting 4), the U-Net
+    # predicting the clean image (x0: generation from noise then follows the concepts' hues; with eps
+    # the first, high-noise sampling steps lose them). Chosen with benchmarks/encdiff_variants.py and
+    # benchmarks/generation_fidelity.py (the README's Results list each variant and what it did).
     "small": {
         "image_size": 16,
         "latent": False,
@@ -40,7 +42,7 @@ ENCDIFF_PRESETS: dict[str, dict[str, Any]] = {
         "unet_preset": "small",
         "unet": {},
         "training": {"learning_rate": 1e-3, "encoder_lr_scale": 3.0, "edge_weighting": 4.0, "lr_warmup_steps": 200,
-                     "beta_schedule": "cosine", "train_batch_size": 64, "ema_decay": 0.999},
+                     "beta_schedule": "cosine", "train_batch_size": 64, "ema_decay": 0.999, "prediction_type": "sample"},
     },
     # The release: 64x64 images, diffusion on 16x16x3 latents of a VQ first stage (f=4, train it with
     # train_autoencoder.py), N=20, d=16, batch 128, lr 2.56e-4 with 10k warm-up, EMA 0.9999.
