@@ -50,8 +50,11 @@ def merge(base: dict, overrides: dict) -> dict:
 
 _X0_LOGSNR = {"prediction_type": "sample", "timestep_sampling": "logsnr_normal", "logsnr_mean": -1.5, "logsnr_std": 1.5}
 _EPS_LOGSNR = {"timestep_sampling": "logsnr_normal", "logsnr_mean": -1.0, "logsnr_std": 2.0}
-# The preset before edge weighting (the plain mean loss): the base of the second tuning round.
-_PLAIN = {"training": {"edge_weighting": 0.0}}
+# The preset before x0 prediction (eps, edge weighting 4): the base of the third round and, with the
+# plain loss, of the first two.
+_EPS = {"training": {"prediction_type": "epsilon"}}
+# The preset before edge weighting (the plain mean loss, eps): the base of the second tuning round.
+_PLAIN = merge(_EPS, {"training": {"edge_weighting": 0.0}})
 # The preset before the levers (10 concepts, one learning rate, plain loss): the base of the first round.
 _FORMER = merge(_PLAIN, {"encoder": {"num_concepts": 10}, "training": {"encoder_lr_scale": 1.0}})
 
@@ -69,14 +72,20 @@ def _former(**overrides: Any) -> dict[str, Any]:
 # name -> (what changes from the small preset, preset keys to override, extra train_encdiff.py flags)
 VARIANTS: dict[str, tuple[str, dict[str, Any], list[str]]] = {
     "default": ("small preset: 16x16, N=20, U-Net 16-8-4 with attention at 8x8 and 4x4, batch 64, lr 1e-3, "
-                "encoder lr 3e-3, loss weighted per pixel by the image's edges (edge_weighting 4)", {}, []),
-    # edge weighting: how strong, and with other levers
-    "edge_weighting_2": ("edge weighting 2", {"training": {"edge_weighting": 2.0}}, []),
-    "edge_weighting_8": ("edge weighting 8", {"training": {"edge_weighting": 8.0}}, []),
-    "edge_logsnr": ("edge weighting 4 with eps log-SNR ~ N(-1, 2) sampling", {"training": _EPS_LOGSNR}, []),
+                "encoder lr 3e-3, loss weighted per pixel by the image's edges (edge_weighting 4), x0 prediction", {}, []),
+    # the third round (generation fidelity), on the preset before x0 prediction (eps, edge weighting 4)
+    "eps_edge": ("eps prediction, edge weighting 4: the small preset before x0 prediction", _EPS, []),
+    "eps_token_dropout": ("eps, edge weighting 4, token dropout 0.1 (for classifier-free guidance)",
+                          merge(_EPS, {"training": {"token_dropout": 0.1}}), []),
+    "v_edge_weighting": ("v prediction, edge weighting 4", {"training": {"prediction_type": "v_prediction"}}, []),
+    "x0_edge_weighting_8": ("x0 prediction, edge weighting 8", {"training": {"edge_weighting": 8.0}}, []),
+    # edge weighting: how strong, and with other levers (second round, eps)
+    "edge_weighting_2": ("eps, edge weighting 2", merge(_EPS, {"training": {"edge_weighting": 2.0}}), []),
+    "edge_weighting_8": ("eps, edge weighting 8", merge(_EPS, {"training": {"edge_weighting": 8.0}}), []),
+    "edge_logsnr": ("eps, edge weighting 4 with log-SNR ~ N(-1, 2) sampling", merge(_EPS, {"training": _EPS_LOGSNR}), []),
     # the second round, on the preset without edge weighting (its 'default' then: plain_loss)
     "plain_loss": ("the plain mean loss (no edge weighting): the small preset before edge weighting", _PLAIN, []),
-    "edge_weighting_4": ("plain preset + edge weighting 4 (= default)", {}, []),
+    "edge_weighting_4": ("plain preset + edge weighting 4 (= eps_edge)", _EPS, []),
     "concepts_20_one_lr": ("plain, 20 concepts, encoder at the U-Net's lr", _plain(training={"encoder_lr_scale": 1.0}), []),
     "concepts_20_one_lr_skip_dropout": ("plain, 20 concepts, encoder at the U-Net's lr, skip dropout 0.2",
                                         _plain(training={"encoder_lr_scale": 1.0, "skip_dropout": 0.2}), []),

@@ -12,7 +12,8 @@ is one sampling setting, scored in the same run on the same images and noise:
     python benchmarks/generation_fidelity.py runs/encdiff-small --scheduler_options '{"timestep_spacing": "trailing"}'
 
 Prints one table per variant (rows: real images, reconstruction, swap donor, swap kept, traversal;
-columns: factors) and writes them as JSON with `--output`.
+columns: factors), writes them as JSON with `--output`, and with `--grids DIR` a labelled swap grid
+(each factor's concepts taken from a donor) and traversal grid (each factor's main concept swept).
 """
 from __future__ import annotations
 
@@ -27,6 +28,43 @@ from encdiff_pipeline.generation_fidelity import concept_importance, fidelity_da
 from encdiff_pipeline.factor_probe import load_factor_probe
 from encdiff_pipeline.pipeline_encdiff import EncDiffPipeline
 
+def factor_grids(pipe, dataset, owners: list[list[int]], num_images: int = 8, seed: int = 0, **sampling):
+    """Two labelled, upscaled grids a reader can check by eye: swaps (row 0 the images, row 1 their
+    donors, then per factor the image with that factor's concepts taken from its donor) and
+    traversals (per factor, image 0 with the factor's main concept swept over its observed range)."""
+    import numpy as np
+    import torch
+
+    from encdiff_pipeline.image_range import to_model_input
+    from encdiff_pipeline.visualization import image_grid
+
+    rng = np.random.RandomState(seed + 1)
+    names = [str(n) for n in dataset.factor_names]
+    picked = rng.choice(len(dataset), 2 * num_images, replace=False)
+    images, donors = (to_model_input(dataset.get_images(part)) for part in np.split(picked, 2))
+    concepts, donor_concepts = pipe.encode(images), pipe.encode(donors)
+    rows, labels = [(images + 1) / 2, (donors + 1) / 2], ["image", "donor"]
+    for name, own in zip(names, owners):
+        if own:
+            swapped = concepts.clone()
+            swapped[:, own] = donor_concepts[:, own]
+            rows.append(pipe(concepts=swapped, generator=torch.Generator().manual_seed(seed), output_type="pt",
+                             **sampling).images)
+            labels.append(f"{name} from donor")
+    swap = image_grid(torch.stack(rows), row_labels=labels, min_cell_size=64)
+    held = pipe.encode(to_model_input(dataset.get_images(rng.choice(len(dataset), 512, replace=False))))
+    rows, labels = [], []
+    for name, own in zip(names, owners):
+        if own:
+            low, high = np.percentile(held[:, own[0]].numpy(), [0.5, 99.5])
+            values = torch.linspace(float(low), float(high), num_images)
+            rows.append(pipe.traverse(images[:1], own[0], values=values, output_type="pt",
+                                      generator=torch.Generator().manual_seed(seed), **sampling).images)
+            labels.append(f"{name} (concept {own[0]})")
+    traversal = image_grid(torch.stack(rows), row_labels=labels, min_cell_size=64)
+    return swap, traversal
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("pipeline", help="a saved EncDiff pipeline folder (a training run's --output_dir)")
@@ -40,6 +78,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--num_traversals", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output", default=None, help="JSON file for the reports")
+    p.add_argument("--grids", default=None,
+                   help="folder for swap_grid.png and traversal_grid.png (labelled, upscaled; first variant's sampling)")
     args = p.parse_args(argv)
     if not isinstance(args.variants, list) or not all(isinstance(v, dict) for v in args.variants) or not args.variants:
         p.error(f"--variants must be a non-empty JSON list of objects, got {args.variants!r}")
@@ -47,9 +87,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
         p.error(f"--scheduler_options must be a JSON object, got {args.scheduler_options!r}")
 
     pipe = EncDiffPipeline.from_pretrained(args.pipeline)
+    pipe.set_progress_bar_config(disable=True)
     if args.scheduler_options:
         pipe.scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config, **args.scheduler_options)
-    dataset = load_factor_dataset(*fidelity_dataset(args.pipeline, args.dataset, args.dataset_options))
+    source, options = fidelity_dataset(args.pipeline, args.dataset, args.dataset_options)
+    dataset = load_factor_dataset(source, **options)
     probe = load_factor_probe(dataset, progress=True)
     importance = concept_importance(pipe, dataset, probe.held[:3000], seed=args.seed)
     reports = []
@@ -66,6 +108,14 @@ def main(argv: list[str] | None = None) -> list[dict]:
     print("concepts per factor:", json.dumps(reports[0]["concepts_per_factor"]))
     if args.output:
         write_json(os.path.abspath(args.output), reports, indent=1)
+    if args.grids:
+        from encdiff_pipeline.generation_fidelity import assign_concepts
+
+        os.makedirs(args.grids, exist_ok=True)
+        swap, traversal = factor_grids(pipe, dataset, assign_concepts(importance), seed=args.seed, **args.variants[0])
+        swap.save(os.path.join(args.grids, "swap_grid.png"))
+        traversal.save(os.path.join(args.grids, "traversal_grid.png"))
+        print(f"grids written to {args.grids}")
     return reports
 
 

@@ -159,6 +159,7 @@ def generation_fidelity(
     num_importance_points: int = 3000,
     batch_size: int = 256,
     probe_cache_dir: Optional[str] = None,
+    probe_options: Optional[dict] = None,
     **sampling: Any,
 ) -> dict:
     """Probe-read fidelity of an `EncDiffPipeline`'s reconstructions, swaps and traversals on `dataset`.
@@ -166,7 +167,8 @@ def generation_fidelity(
     Args:
         pipe: the pipeline (its encoder must take the dataset's images).
         dataset: a factor dataset (a full or sub-grid with `factor_sizes`, `get_images`, `index_to_factors`).
-        probe: a trained `FactorProbe`; default: `load_factor_probe(dataset)` (cached).
+        probe: a trained `FactorProbe`; default: `load_factor_probe(dataset, cache_dir=probe_cache_dir,
+            **probe_options)` (trained once, then cached).
         num_images: held images reconstructed and, per factor, swapped.
         num_traversals: images traversed per factor.
         seed: draws the images, donors and generation noise.
@@ -178,7 +180,8 @@ def generation_fidelity(
     """
     if num_images < 1 or num_traversals < 0:
         raise ValueError(f"num_images must be >= 1 and num_traversals >= 0, got {num_images}, {num_traversals}")
-    probe = load_factor_probe(dataset, cache_dir=probe_cache_dir) if probe is None else probe
+    if probe is None:
+        probe = load_factor_probe(dataset, cache_dir=probe_cache_dir, **(probe_options or {}))
     sizes = [int(s) for s in dataset.factor_sizes]
     if list(probe.factor_sizes) != sizes:
         raise ValueError(f"probe reads factor sizes {probe.factor_sizes}, the dataset has {sizes}")

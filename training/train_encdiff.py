@@ -64,6 +64,7 @@ from encdiff_pipeline.training.fast_path import (DeviceBatches, LossMonitor, bui
                                                  training_forward)
 from encdiff_pipeline.training.first_stage import load_vae
 from encdiff_pipeline.training.latent_cache import load_latent_cache
+from encdiff_pipeline.generation_fidelity import fidelity_markdown
 from encdiff_pipeline.training.presets import ENCDIFF_PRESETS, add_image_size_argument, load_preset
 from encdiff_pipeline.training.validation import (RunLog, check_held_images, concept_metrics, logged_train_seconds,
                                                   push_failure_message, save_decoder_images, save_validation_images)
@@ -175,6 +176,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--metric_num_eval", type=int, default=1000, help="evaluation samples / votes of FactorVAE and DCI")
     p.add_argument("--num_validation_images", type=int, default=8, help="images in the reconstruction and swap grids")
     p.add_argument("--validation_inference_steps", type=int, default=50, help="DDIM steps for the validation grids")
+    p.add_argument("--generation_fidelity", action="store_true",
+                   help="at the end, read the final pipeline's reconstructions, swaps and traversals with a factor probe "
+                        "trained on --dataset (cached), into RUN/generation_fidelity.json and the model card")
+    p.add_argument("--fidelity_options", type=json.loads, default={},
+                   help='JSON keyword options of generation_fidelity, e.g. \'{"num_images": 128, "probe_options": {"steps": 500}}\'')
     # output
     p.add_argument("--push_to_hub", action="store_true", help="push the final pipeline to the Hub")
     p.add_argument("--hub_model_id", default=None, help="Hub repo id for --push_to_hub (default: output_dir's name)")
@@ -188,6 +194,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                  "num_validation_images", "validation_inference_steps"):
         if getattr(args, name) < 1:
             p.error(f"--{name} must be >= 1, got {getattr(args, name)}")
+    if not isinstance(args.fidelity_options, dict):
+        p.error(f"--fidelity_options must be a JSON object, got {args.fidelity_options!r}")
+    if args.fidelity_options and not args.generation_fidelity:
+        p.error("--fidelity_options needs --generation_fidelity")
     unknown = set(args.validation_metrics.split(",")) - {"factor_vae", "dci", "mig", "none"}
     if unknown:
         p.error(f"unknown --validation_metrics {sorted(unknown)}; expected a comma list of factor_vae, dci, mig, or none")
@@ -540,6 +550,8 @@ def train(args: argparse.Namespace, accelerator: Accelerator, settings: dict, tr
         unwrapped_unet = accelerator.unwrap_model(unet)
         ema_unet.copy_to(unwrapped_unet.parameters())
         pipeline = make_pipeline(accelerator.unwrap_model(encoder), unwrapped_unet, noise_scheduler, vae, latent_scale, args.guidance_scale)
+        if args.generation_fidelity:
+            last_validation = dict(last_validation, generation_fidelity=final_fidelity(pipeline, dataset, args))
         write_pipeline(pipeline, args, last_validation)
         if args.push_to_hub:
             push(pipeline, args, last_validation)
@@ -554,9 +566,29 @@ def make_pipeline(encoder, unet, noise_scheduler, vae, latent_scale: float, guid
                            vae=vae, latent_scale=latent_scale, guidance_scale=guidance_scale)
 
 
+def final_fidelity(pipeline: EncDiffPipeline, dataset, args) -> dict:
+    """`--generation_fidelity`: the probe-read fidelity of the final pipeline on the training set (the
+    grid it was drawn from), written to RUN/generation_fidelity.json."""
+    from encdiff_pipeline.atomic import write_json
+    from encdiff_pipeline.generation_fidelity import generation_fidelity
+
+    pipeline.set_progress_bar_config(disable=True)
+    options = {"num_inference_steps": args.validation_inference_steps, **args.fidelity_options}
+    report = generation_fidelity(pipeline, dataset, **options)
+    write_json(os.path.join(args.output_dir, "generation_fidelity.json"), report, indent=1)
+    return report
+
+
 def validation_metrics(validation: dict) -> dict[str, float]:
-    """The metric values of a validation record (not its step, images seen or training time)."""
-    return {k: v for k, v in validation.items() if isinstance(v, float) and k != "train_seconds"}
+    """The metric values of a validation record (not its step, images seen or training time), with the
+    worst-factor generation-fidelity scores when they were measured."""
+    metrics = {k: v for k, v in validation.items() if isinstance(v, float) and k != "train_seconds"}
+    if validation.get("generation_fidelity"):
+        from encdiff_pipeline.generation_fidelity import fidelity_summary
+
+        metrics.update({name: value for name, value in fidelity_summary(validation["generation_fidelity"]).items()
+                        if value is not None})
+    return metrics
 
 
 def training_facts(args, validation: dict) -> dict:
@@ -567,7 +599,8 @@ def training_facts(args, validation: dict) -> dict:
             "learning_rate": args.learning_rate, "steps": validation["step"], "images_seen": validation["images_seen"],
             "train_seconds": validation["train_seconds"], "conditioning": args.conditioning,
             "decoder_type": args.decoder_type, "metrics_step": validation["step"],
-            "metrics": validation_metrics(validation), "swap_image": "swap.png"}
+            "metrics": validation_metrics(validation), "swap_image": "swap.png",
+            "fidelity_table": fidelity_markdown(validation["generation_fidelity"]) if validation.get("generation_fidelity") else None}
 
 
 def card_metrics(args, validation: dict) -> dict | None:
