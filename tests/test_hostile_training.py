@@ -134,6 +134,46 @@ def test_leftovers_of_a_failed_start_are_cleared_not_blocking(tmp_path, capsys):
         checkpointing.check_run_folder(run, None, {"seed": 0}, ["seed"], "training_args.json")
 
 
+@pytest.mark.parametrize("user_file", ["validation/heldout_img.png", "logs/my_experiment_notes.txt",
+                                       "validation/step-000002/mine.png", "logs/encdiff/notes.md"])
+def test_users_files_in_a_failed_start_are_never_deleted(tmp_path, user_file):
+    """A folder the script started holds a user's file too: refused, nothing deleted (E01, E02)."""
+    run = str(tmp_path / "run")
+    checkpointing.write_run_settings(run, {"seed": 0}, "training_args.json")
+    os.makedirs(os.path.join(run, "validation", "step-000002"))
+    open(os.path.join(run, "validation", "step-000002", "swap.png"), "wb").write(b"png")
+    os.makedirs(os.path.join(run, os.path.dirname(user_file)), exist_ok=True)
+    open(os.path.join(run, user_file), "w").write("precious")
+    before = sorted(os.path.relpath(os.path.join(r, f), run) for r, _, fs in os.walk(run) for f in fs)
+    with pytest.raises(SystemExit, match=rf"also files this script did not write \({user_file}\).*nothing in it was changed"):
+        checkpointing.check_run_folder(run, None, {"seed": 0}, ["seed"], "training_args.json")
+    assert sorted(os.path.relpath(os.path.join(r, f), run) for r, _, fs in os.walk(run) for f in fs) == before
+
+
+@pytest.mark.parametrize("entries", [["training_args.json"], ["validation/heldout.png"], ["logs/train_log.jsonl"],
+                                     ["training_args.json", "logs/train_log.jsonl"]])
+def test_folder_the_script_did_not_start_is_refused_not_cleared(tmp_path, entries):
+    """Names the script writes, but no mark of this script's start: a user's folder, left as it is."""
+    run = tmp_path / "run"
+    for entry in entries:
+        (run / entry).parent.mkdir(parents=True, exist_ok=True)
+        (run / entry).write_text("{}")
+    with pytest.raises(SystemExit, match=r"already holds another run \(or other files: .*nothing in it was changed"):
+        checkpointing.check_run_folder(str(run), None, {"seed": 0}, ["seed"], "training_args.json")
+    assert all((run / entry).read_text() == "{}" for entry in entries)
+
+
+def test_failed_start_with_only_its_own_files_is_cleared(tmp_path, capsys):
+    run = tmp_path / "run"
+    checkpointing.write_run_settings(str(run), {"seed": 0}, "training_args.json")
+    for rel in ("logs/train_log.jsonl", "logs/encdiff/events.out.tfevents.1.host", "validation/step-000002/swap.png",
+                "validation/step-000002/.metrics.json.abc.tmp", "checkpoint-2.tmp/unet/config.json", ".lock"):
+        (run / rel).parent.mkdir(parents=True, exist_ok=True)
+        (run / rel).write_text("x")
+    assert checkpointing.check_run_folder(str(run), None, {"seed": 0}, ["seed"], "training_args.json") is None
+    assert os.listdir(run) == [".lock"] and "clearing them" in capsys.readouterr().err
+
+
 def test_second_training_into_the_same_folder_is_refused(script, tmp_path):
     out = str(tmp_path / "run")
     holder = checkpointing.RunLock(out)  # stands for a training already running there
