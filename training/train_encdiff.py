@@ -46,6 +46,7 @@ from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
 
+from encdiff_pipeline.cli import json_object_argument
 from encdiff_pipeline.conditioning import unet_conditioning
 from encdiff_pipeline.deterministic_decoder import deterministic_decode
 from encdiff_pipeline.image_range import to_model_input
@@ -89,7 +90,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     # data and model
     p.add_argument("--dataset", default=PROCEDURAL,
                    help="factor dataset: 'procedural-shapes3d', a file/folder in a supported format, a local `datasets` folder or a Hub id")
-    p.add_argument("--dataset_options", type=json.loads, default={},
+    p.add_argument("--dataset_options", type=json_object_argument, default={},
                    help='JSON keyword options for load_factor_dataset, e.g. \'{"factor_sizes": [4,4,4,8,4,15]}\' '
                         "(their image_size is --image_size unless given)")
     add_image_size_argument(p, default_preset=None)
@@ -163,7 +164,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="validate every K steps (default: --checkpointing_steps, unless --validation_minutes is given)")
     p.add_argument("--validation_minutes", type=float, default=None, help="validate every this many minutes of training time")
     p.add_argument("--validation_dataset", default=None, help="held factor dataset for the metrics (default: a 10,000-point procedural sub-grid, or --dataset)")
-    p.add_argument("--validation_dataset_options", type=json.loads, default=None, help="JSON options for the held dataset")
+    p.add_argument("--validation_dataset_options", type=json_object_argument, default=None, help="JSON options for the held dataset")
     p.add_argument("--validation_metrics", default="factor_vae,dci,mig", help="comma list of factor_vae, dci, mig; 'none' to skip")
     p.add_argument("--metric_num_train", type=int, default=2000, help="training samples / votes of each metric")
     p.add_argument("--metric_num_eval", type=int, default=1000, help="evaluation samples / votes of FactorVAE and DCI")
