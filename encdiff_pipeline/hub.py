@@ -24,6 +24,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import time
 import tempfile
 import warnings
@@ -117,6 +118,7 @@ def _move_into_place(staging: Path, target: Path, variant: str | None = None) ->
     if not target.exists():
         os.replace(staging, target)
         return
+    recover_interrupted_save(target)  # a save killed here before: put the save it replaced back first
     files = _files_to_place(staging)
     _check_destinations(target, files)
     written = {str(rel) for rel in files}
@@ -127,9 +129,10 @@ def _move_into_place(staging: Path, target: Path, variant: str | None = None) ->
     ]
     backup = Path(tempfile.mkdtemp(prefix=f".{target.name}.previous-", dir=target.parent))
     marker = target / INCOMPLETE_SAVE_MARKER
+    record = {"new_files": str(staging), "replaced_files": str(backup), "pid": os.getpid(), "host": socket.gethostname(),
+              "files": [str(rel) for rel in files], "stale": [str(rel) for rel in stale]}
     try:
-        marker.write_text(json.dumps({"new_files": str(staging), "replaced_files": str(backup)}) + "\n",
-                          encoding="utf-8")
+        marker.write_text(json.dumps(record) + "\n", encoding="utf-8")
     except BaseException:  # e.g. a read-only folder: nothing was moved yet
         shutil.rmtree(backup, ignore_errors=True)
         raise
@@ -179,12 +182,59 @@ def _roll_back(done: list[tuple[Path, Path | None]], created: list[Path], backup
     for folder in reversed(created):
         if folder.is_dir() and not any(folder.iterdir()):
             folder.rmdir()
-    if failed:
+    if failed:  # the marker now describes moves half undone: no automatic recovery may act on it
+        marker.write_text(json.dumps({"rollback_failed": failed, "replaced_files": str(backup)}) + "\n", encoding="utf-8")
         error.add_note(f"The save failed and {len(failed)} of its moves could not be undone ({failed[0]}): "
                        f"{marker.parent} may mix two saves and stays marked; the files it replaced are in {backup}.")
         return
     marker.unlink()
     shutil.rmtree(backup, ignore_errors=True)
+
+
+def recover_interrupted_save(target: Path) -> bool:
+    """Undo a save into `target` whose process was killed while moving files (its marker is left):
+    every file it moved in goes, every file it replaced comes back from the backup, so the folder
+    holds the previous save again (or, for a first save into a run folder, what was there before).
+    Only when the marker's process is gone (same host) and its staging and backup folders still
+    exist; returns whether it recovered. A save in progress, or a marker of unknown origin, is left
+    alone (loading then refuses the folder)."""
+    marker = target / INCOMPLETE_SAVE_MARKER
+    try:
+        record = json.loads(marker.read_text(encoding="utf-8"))
+        staging, backup = Path(record["new_files"]), Path(record["replaced_files"])
+        pid, files, stale = int(record["pid"]), list(record["files"]), list(record["stale"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    if record.get("host") != socket.gethostname() or not staging.is_dir() or not backup.is_dir() or _alive(pid):
+        return False
+    for rel in [*files, *stale]:
+        if Path(rel).is_absolute() or ".." in Path(rel).parts:
+            return False  # not a marker this module wrote
+    for rel in reversed(files):
+        old, placed = backup / rel, not (staging / rel).exists()
+        if old.exists() or old.is_symlink():
+            os.replace(old, target / rel)
+        elif placed and ((target / rel).is_file() or (target / rel).is_symlink()):
+            (target / rel).unlink()  # a new file of the killed save
+    for rel in stale:
+        if (backup / rel).exists():
+            os.replace(backup / rel, target / rel)
+    marker.unlink()
+    shutil.rmtree(backup, ignore_errors=True)
+    shutil.rmtree(staging, ignore_errors=True)
+    warnings.warn(f"{target}: a save_pretrained into this folder was killed while moving its files (process {pid}); "
+                  "the save it was replacing is restored")
+    return True
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # e.g. another user's process
+        return True
+    return True
 
 
 def save_pipeline(
@@ -306,7 +356,7 @@ def check_pipeline_folder(folder: str | os.PathLike, variant: str | None = None)
     """
     folder = Path(folder)
     index_path = folder / MODEL_INDEX
-    if save_token(folder) is None:
+    if save_token(folder) is None and not recover_interrupted_save(folder):
         raise OSError(f"{folder}: a save_pretrained into this folder is in progress or was interrupted "
                       f"({folder / INCOMPLETE_SAVE_MARKER} is there), so it may mix two saves; load it when the save "
                       "is done, or save the pipeline into it again (or delete the folder)")

@@ -36,7 +36,7 @@ def _files(folder):
 
 
 def _bias(pipe):
-    return float(pipe.encoder.concept_head.bias[0]), float(pipe.unet.conv_out.bias[0])
+    return float(pipe.encoder.concept_head.bias[0].detach()), float(pipe.unet.conv_out.bias[0].detach())
 
 
 # ---- a save replaces only what it writes (B45, B46) ----
@@ -232,4 +232,63 @@ def test_deeply_nested_model_index_is_named(copy):
     folder = copy()
     (folder / "model_index.json").write_text("[" * 100000 + "]" * 100000)
     with pytest.raises(ValueError, match=r"model_index.json is not valid JSON \(nested too deeply\)"):
+        EncDiffPipeline.from_pretrained(folder)
+
+
+# ---- a save killed while moving files: the previous save comes back (SIGKILL during a final save) ----
+def _killed_save(folder, at_move):
+    """Save a new pipeline into `folder` in a forked child that SIGKILLs itself at its `at_move`-th rename."""
+    import signal
+
+    pipe = make_tiny_pipeline(seed=9)
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        try:
+            real, calls = hub.os.replace, [0]
+
+            def killing(source, destination):
+                calls[0] += 1
+                if calls[0] == at_move:
+                    os.kill(os.getpid(), signal.SIGKILL)
+                return real(source, destination)
+
+            hub.os.replace = killing
+            pipe.save_pretrained(folder)
+        finally:
+            os._exit(3)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, status
+    assert (folder / hub.INCOMPLETE_SAVE_MARKER).exists()
+
+
+def test_save_killed_mid_move_restores_the_previous_save_on_load(copy, saved):
+    folder = copy()
+    (folder / "unet" / "my_notes.txt").write_text("mine")
+    before = _files(folder)
+    _killed_save(folder, at_move=5)  # some files of the new save are in place, the rest not
+    with pytest.warns(UserWarning, match="was killed while moving its files .* the save it was replacing is restored"):
+        loaded = EncDiffPipeline.from_pretrained(folder)
+    assert _bias(loaded) == _bias(EncDiffPipeline.from_pretrained(saved))
+    assert _files(folder) == before
+    assert not [p for p in folder.parent.iterdir() if p.name.startswith(".")]  # staging and backup cleared
+
+
+def test_first_save_into_a_run_folder_killed_mid_move_leaves_the_run_as_it_was(tmp_path):
+    run = tmp_path / "run"
+    (run / "checkpoint-2" / "unet").mkdir(parents=True)
+    (run / "checkpoint-2" / "unet" / "config.json").write_text("{}")
+    (run / "training_args.json").write_text("{}")
+    before = _files(run)
+    _killed_save(run, at_move=4)
+    assert hub.recover_interrupted_save(run)
+    assert _files(run) == before  # the partial pipeline is gone; the checkpoint is untouched
+
+
+def test_marker_of_a_live_saver_is_not_recovered(copy):
+    folder = copy()
+    (folder / hub.INCOMPLETE_SAVE_MARKER).write_text(json.dumps({
+        "new_files": str(folder), "replaced_files": str(folder), "pid": os.getpid(), "host": hub.socket.gethostname(),
+        "files": [], "stale": []}))
+    assert not hub.recover_interrupted_save(folder)
+    with pytest.raises(OSError, match="in progress or was interrupted"):
         EncDiffPipeline.from_pretrained(folder)

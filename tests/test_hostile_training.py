@@ -63,6 +63,17 @@ def _copy(base_run, tmp_path):
     (["--max_train_steps", "2", "--checkpoints_total_limit", "0"], "--checkpoints_total_limit must be >= 1"),
     (["--max_train_steps", "2", "--validation_metrics", "mig", "--metric_num_train", "1"],
      "--metric_num_train must be >= 2 for --validation_metrics mig"),
+    # the second probe's unfinished runs, and options given as JSON that is not an object
+    (["--max_train_steps", "2", "--learning_rate", "0"], "--learning_rate must be a finite number > 0, got 0.0"),
+    (["--max_train_steps", "2", "--validation_steps", "0"], "--validation_steps must be >= 1, got 0"),
+    (["--max_train_steps", "2", "--gradient_accumulation_steps", "0"], "--gradient_accumulation_steps must be >= 1"),
+    (["--max_train_steps", "2", "--ema_decay", "1.5"], "--ema_decay must be in [0.0, 1.0], got 1.5"),
+    (["--max_train_steps", "2", "--lr_warmup_steps", "-5"], "--lr_warmup_steps must be >= 0, got -5"),
+    (["--max_train_steps", "2", "--max_grad_norm", "-1"], "--max_grad_norm must be >= 0.0, got -1.0"),
+    (["--max_train_steps", "2", "--edge_loss_weight", "nan"], "edge_loss_weight must be >= 0, got nan"),
+    (["--max_train_steps", "2", "--dataset_options", "[1,2]"], "--dataset_options: '[1,2]' is not a JSON object"),
+    (["--max_train_steps", "2", "--validation_dataset_options", '{"image_size": Infinity}'],
+     "--validation_dataset_options: '{\"image_size\": Infinity}' is not valid JSON (Infinity is not a JSON number)"),
 ])
 def test_bad_numbers_stop_before_anything_is_written(script, tmp_path, capsys, extra, message):
     out = str(tmp_path / "run")

@@ -569,8 +569,11 @@ def write_pipeline(pipeline: EncDiffPipeline, args, validation: dict) -> None:
     """Save the pipeline into output_dir (beside checkpoints and logs) with its model card and swap grid."""
     import shutil
 
+    from encdiff_pipeline.atomic import atomic_path
+
     pipeline.encoder.eval()
-    shutil.copyfile(os.path.join(args.output_dir, validation["images"]["swap"]), os.path.join(args.output_dir, "swap.png"))
+    with atomic_path(os.path.join(args.output_dir, "swap.png"), suffix=".png") as tmp:  # never a torn grid
+        shutil.copyfile(os.path.join(args.output_dir, validation["images"]["swap"]), tmp)
     pipeline.save_pretrained(args.output_dir, metrics=card_metrics(args, validation),
                              training=training_facts(args, validation))
 
