@@ -98,6 +98,20 @@ class EncDiffTraversalOutput(BaseOutput):
     concepts: torch.Tensor
 
 
+def _real_tensor(values: Any, name: str, expected: str) -> torch.Tensor:
+    """`values` as a tensor holding real numbers; a ValueError naming `name` for anything else (strings,
+    objects, complex numbers, a meta tensor without data)."""
+    if isinstance(values, torch.Tensor) and values.device.type == "meta":
+        raise ValueError(f"{name} is a meta tensor (it holds no values); expected {expected} on a real device.")
+    try:
+        tensor = torch.as_tensor(values)
+    except (TypeError, ValueError, RuntimeError) as error:
+        raise ValueError(f"{name} must be {expected}, got {type(values).__name__} that is not numeric ({error}).") from None
+    if tensor.is_complex():
+        raise ValueError(f"{name} must be {expected}, got complex values ({tensor.dtype}).")
+    return tensor
+
+
 def _package_hub():
     """The installed package's Hub helpers, or `None` when this file runs as standalone remote code."""
     try:
@@ -255,6 +269,7 @@ class EncDiffPipeline(DiffusionPipeline):
                 raise ValueError(f"Expected {expected} as a torch (C, H, W) or (B, C, H, W) tensor, got shape {tuple(image.shape)}.")
             if not image.is_floating_point():
                 raise ValueError(f"torch images must be a float tensor in [-1, 1], got dtype {image.dtype}.")
+            _real_tensor(image, "images", expected)  # a meta tensor holds no values
             if image.numel() == 0:
                 raise ValueError(f"images is an empty tensor of shape {tuple(image.shape)}; expected {expected}.")
             tensor = image.detach().float()
@@ -270,8 +285,8 @@ class EncDiffPipeline(DiffusionPipeline):
         """Validate concepts: `(B, N)` (`(B, N, d)` for vector tokens), finite; returns a tensor."""
         n, d = self.num_concepts, self.encoder.config.token_dim
         vector = self.encoder.config.token_type == "vector"
-        tensor = torch.as_tensor(concepts)
         expected = f"(B, {n}, {d})" if vector else f"(B, {n})"
+        tensor = _real_tensor(concepts, "concepts", f"real numbers of shape {expected}")
         if tensor.ndim == (2 if vector else 1):
             tensor = tensor[None]
         if tensor.ndim != (3 if vector else 2) or tensor.shape[1] != n or (vector and tensor.shape[2] != d):
@@ -294,7 +309,7 @@ class EncDiffPipeline(DiffusionPipeline):
             or num_inference_steps < 1
         ):
             raise ValueError(f"num_inference_steps must be a positive int, got {num_inference_steps!r}.")
-        if not isinstance(eta, numbers.Real) or not np.isfinite(eta) or eta < 0:
+        if not isinstance(eta, numbers.Real) or isinstance(eta, bool) or not np.isfinite(eta) or eta < 0:
             raise ValueError(f"eta must be a finite number >= 0 (0 = deterministic DDIM, 1 = DDPM-like), got {eta!r}.")
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}.")
@@ -553,7 +568,10 @@ class EncDiffPipeline(DiffusionPipeline):
         tokens = self.encoder(pixels).tokens.to(self.unet.dtype)
         x0 = self._latents_from_images(pixels)
         num_train = self.scheduler.config.num_train_timesteps
-        timesteps = [num_train // 2] if timestep is None else [int(t) for t in np.atleast_1d(timestep)]
+        given = [] if timestep is None else np.atleast_1d(np.asarray(timestep, dtype=object)).tolist()
+        if any(isinstance(t, bool) or not isinstance(t, numbers.Integral) for t in given):
+            raise ValueError(f"timestep must be an int or a non-empty list of ints, got {timestep!r}.")
+        timesteps = [num_train // 2] if timestep is None else [int(t) for t in given]
         if not timesteps:
             raise ValueError("timestep must be an int or a non-empty list of ints.")
         if any(not 0 <= t < num_train for t in timesteps):
