@@ -273,3 +273,19 @@ def test_benchmark_user_error_is_one_line(tmp_path):
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert lines[-1].startswith("factor_importance.py: error: ") and "nope" in lines[-1], proc.stderr
+
+
+def test_latent_cache_output_may_not_overwrite_its_inputs(tmp_path, capsys):
+    from encdiff_pipeline.training.latent_cache import main as cache_main
+
+    vae = tmp_path / "vq"
+    vae.mkdir()
+    (vae / "config.json").write_text("{}")
+    data = tmp_path / "data.h5"
+    data.write_bytes(b"precious")
+    for output, message in ((vae / "diffusion_pytorch_model.safetensors", "is inside --vae_path"),
+                            (data, "is --dataset itself")):
+        with pytest.raises(SystemExit):
+            cache_main(["--vae_path", str(vae), "--dataset", str(data), "--output", str(output)])
+        assert message in capsys.readouterr().err
+    assert data.read_bytes() == b"precious" and sorted(p.name for p in vae.iterdir()) == ["config.json"]

@@ -22,7 +22,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from ..cli import json_object_argument
+from ..cli import check_output_spares_input, json_object_argument
 from ..atomic import atomic_path
 from ..data.run_data import train_dataset_spec
 from ..latents import encode_latents
@@ -115,6 +115,11 @@ def main(argv: list[str] | None = None) -> str:
     args = p.parse_args(argv)
     if args.batch_size < 1:
         p.error(f"--batch_size must be >= 1, got {args.batch_size}")
+    for name, source in (("--vae_path", args.vae_path), ("--dataset", args.dataset)):
+        try:  # hours of encoding must not end by overwriting an input
+            check_output_spares_input("--output", args.output, name, source)
+        except ValueError as err:
+            p.error(str(err))
 
     vae = load_vae(args.vae_path)
     dataset = load_dataset(*train_dataset_spec(vars(args), args.image_size))
