@@ -452,8 +452,8 @@ class EncDiffPipeline(DiffusionPipeline):
         self.check_inputs(images, None, num_inference_steps, output_type, eta)
         concepts = self.encode(images)
         batch = concepts.shape[0]
-        if not -batch <= source < batch:
-            raise ValueError(f"source must index the batch of {batch} images, got {source}.")
+        if isinstance(source, bool) or not isinstance(source, numbers.Integral) or not -batch <= source < batch:
+            raise ValueError(f"source must be an int indexing the batch of {batch} images, got {source!r}.")
         if concept_indices is not None and any(
             isinstance(i, bool) or not isinstance(i, numbers.Integral) for i in concept_indices
         ):
@@ -515,8 +515,9 @@ class EncDiffPipeline(DiffusionPipeline):
         concepts = self.encode(image)
         if concepts.shape[0] != 1:
             raise ValueError(f"traverse takes one image, got a batch of {concepts.shape[0]}.")
-        if not 0 <= concept_index < self.num_concepts:
-            raise ValueError(f"concept_index must be in [0, {self.num_concepts}), got {concept_index}.")
+        if (isinstance(concept_index, bool) or not isinstance(concept_index, numbers.Integral)
+                or not 0 <= concept_index < self.num_concepts):
+            raise ValueError(f"concept_index must be an int in [0, {self.num_concepts}), got {concept_index!r}.")
         if values is None:
             if value_range is None:
                 current = concepts[0, concept_index].item()
@@ -524,7 +525,10 @@ class EncDiffPipeline(DiffusionPipeline):
             if not isinstance(num_values, numbers.Integral) or num_values < 1 or num_values > 4096:
                 raise ValueError(f"num_values must be an int in [1, 4096], got {num_values!r}.")
             values = torch.linspace(float(value_range[0]), float(value_range[1]), int(num_values))
-        values = torch.as_tensor(values, dtype=torch.float32).flatten()
+        values = _real_tensor(values, "values", "a 1-D list of finite numbers").to(torch.float32)
+        if values.ndim > 1:
+            raise ValueError(f"values must be a 1-D list of numbers (one per image of the row), got shape {tuple(values.shape)}.")
+        values = values.flatten()
         if values.numel() == 0 or not torch.isfinite(values).all():
             raise ValueError("values must be a non-empty list of finite numbers.")
         traversed = concepts.repeat(values.numel(), 1)

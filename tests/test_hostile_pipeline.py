@@ -103,3 +103,17 @@ def test_attention_map_timesteps_must_be_integers(pipe, timestep):
     with pytest.raises(ValueError, match="timestep must be an int or a non-empty list of ints"):
         pipe.attention_maps(tiny_images(2), timestep=timestep)
     assert pipe.attention_maps(tiny_images(1), timestep=np.int64(5)).shape[1] == NUM_CONCEPTS
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda p, x: p.swap(x, source=True, num_inference_steps=1), "source must be an int indexing the batch of 2 images, got True"),
+    (lambda p, x: p.swap(x, source=0.5, num_inference_steps=1), "source must be an int indexing the batch of 2 images, got 0.5"),
+    (lambda p, x: p.traverse(x[:1], concept_index=True, num_values=2, num_inference_steps=1), "concept_index must be an int in"),
+    (lambda p, x: p.traverse(x[:1], concept_index=1.5, num_values=2, num_inference_steps=1), "concept_index must be an int in"),
+    (lambda p, x: p.traverse(x[:1], 0, values=torch.zeros(2, 2), num_inference_steps=1), r"values must be a 1-D list .*\(2, 2\)"),
+    (lambda p, x: p.traverse(x[:1], 0, values=["a", "b"], num_inference_steps=1), "values must be a 1-D list of finite numbers"),
+])
+def test_swap_and_traverse_indices_and_values_are_named(pipe, call, message):
+    """A37, A38, A44, A45 (raw torch errors before), A47 (a 2-D values tensor was silently flattened)."""
+    with pytest.raises(ValueError, match=message):
+        call(pipe, tiny_images(2))
