@@ -562,6 +562,12 @@ def _load_model_component(
     return model
 
 
+def load_model_folder(model_cls: type, folder: str | os.PathLike, strict: bool = True) -> Any:
+    """One saved model (a first stage, a baseline) with the checks a pipeline component gets: its
+    config.json builds the model, its weights are safetensors of the model's float tensors, all finite."""
+    return _load_model_component(model_cls, Path(folder), strict, None, None)
+
+
 def load_pipeline(cls: type, pretrained_model_name_or_path: str | os.PathLike, **kwargs: Any) -> DiffusionPipeline:
     """`EncDiffPipeline.from_pretrained` with the installed package's classes (no remote code run).
 

@@ -292,3 +292,23 @@ def test_marker_of_a_live_saver_is_not_recovered(copy):
     assert not hub.recover_interrupted_save(folder)
     with pytest.raises(OSError, match="in progress or was interrupted"):
         EncDiffPipeline.from_pretrained(folder)
+
+
+def test_single_model_folders_get_the_same_weight_checks(tmp_path):
+    """The B12/B13 class beyond pipelines: a first stage (--vae_path) and a baseline with bool weights."""
+    from diffusers import VQModel
+
+    from encdiff_pipeline.baselines import BetaVAEModel, load_baseline
+    from encdiff_pipeline.training.first_stage import load_vae
+    from tests.test_baselines_models import TINY
+
+    vq = VQModel(in_channels=3, out_channels=3, latent_channels=3, vq_embed_dim=3, num_vq_embeddings=16,
+                 down_block_types=("DownEncoderBlock2D",), up_block_types=("UpDecoderBlock2D",),
+                 block_out_channels=(8,), layers_per_block=1, norm_num_groups=4, sample_size=8)
+    for model, name in ((vq, "vq"), (BetaVAEModel(**TINY), "baseline")):
+        model.save_pretrained(tmp_path / name)
+        edit_weights(tmp_path / name / WEIGHTS, lambda sd: sd.update({k: v.to(torch.bool) for k, v in sd.items()}))
+    with pytest.raises(SystemExit, match="--vae_path .*stores float parameters of VQModel as non-floating"):
+        load_vae(str(tmp_path / "vq"))
+    with pytest.raises(ValueError, match="stores float parameters of BetaVAEModel as non-floating"):
+        load_baseline(tmp_path / "baseline")
