@@ -231,6 +231,16 @@ def test_resume_latest_skips_a_damaged_newest_checkpoint(base_run, tmp_path, cap
             checkpointing.check_run_folder(run, os.path.join(run, "checkpoint-4"), settings, ["seed"], "training_args.json")
 
 
+def test_checkpoint_left_as_old_by_a_killed_resave_is_found_again(base_run, tmp_path, capsys):
+    """A kill between swap_into_place's two renames leaves checkpoint-4.old and no checkpoint-4."""
+    run = _copy(base_run, tmp_path)
+    os.replace(os.path.join(run, "checkpoint-4"), os.path.join(run, "checkpoint-4.old"))
+    settings = json.load(open(os.path.join(run, "training_args.json")))
+    chosen = checkpointing.check_run_folder(run, "latest", settings, ["seed"], "training_args.json")
+    assert os.path.basename(chosen) == "checkpoint-4" and not os.path.exists(os.path.join(run, "checkpoint-4.old"))
+    assert "restored checkpoint-4 from checkpoint-4.old" in capsys.readouterr().err
+
+
 def test_corrupt_training_args_is_named(base_run, tmp_path):
     run = _copy(base_run, tmp_path)
     with open(os.path.join(run, "training_args.json"), "w") as f:

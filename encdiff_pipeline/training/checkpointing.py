@@ -282,6 +282,7 @@ def check_run_folder(output_dir: str, resume: str | None, settings: dict, identi
         if entries - {LOCK_NAME}:
             _clear_failed_start(output_dir, args_file)
         return None
+    _restore_interrupted_swaps(output_dir)
     intact, damaged = intact_checkpoints(output_dir)
     found = [os.path.basename(c) for c in list_checkpoints(output_dir)]
     if resume == "latest":
@@ -319,6 +320,20 @@ def check_run_folder(output_dir: str, resume: str | None, settings: dict, identi
     if changed:
         raise SystemExit(f"error: cannot resume {output_dir} with different settings (saved, now): {changed}")
     return checkpoint
+
+
+def _restore_interrupted_swaps(output_dir: str) -> None:
+    """A re-save of checkpoint-N moves the old one to `checkpoint-N.old` before renaming the new one in
+    (`atomic.swap_into_place`); a process killed between the two renames leaves only `.old`: put that
+    complete checkpoint back under its name, so `latest` finds it."""
+    for name in sorted(os.listdir(output_dir)):
+        match = re.match(r"^(checkpoint-\d+)\.old$", name)
+        if match and not os.path.exists(os.path.join(output_dir, match.group(1))):
+            try:
+                os.replace(os.path.join(output_dir, name), os.path.join(output_dir, match.group(1)))
+            except FileNotFoundError:  # another process of the run restored it first
+                continue
+            _warn(f"restored {match.group(1)} from {name} (a save of it was killed between its two renames)")
 
 
 def _remove(path: str) -> None:
