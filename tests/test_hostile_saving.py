@@ -11,24 +11,8 @@ from safetensors.torch import load_file, save_file
 
 import encdiff_pipeline.hub as hub
 from encdiff_pipeline import EncDiffPipeline
-from tests.test_hostile_loading import WEIGHTS, edit_weights, set_index_entry
+from tests.test_hostile_loading import WEIGHTS, copy, edit_weights, saved, set_index_entry  # noqa: F401 (fixtures)
 from tests.test_pipeline_encdiff import make_tiny_pipeline
-
-
-@pytest.fixture(scope="module")
-def saved(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("hostile_saving") / "base"
-    make_tiny_pipeline().save_pretrained(folder)
-    return folder
-
-
-@pytest.fixture
-def copy(saved, tmp_path):
-    def make(name="pipe"):
-        target = tmp_path / name
-        shutil.copytree(saved, target, symlinks=True)
-        return target
-    return make
 
 
 def _files(folder):
@@ -280,7 +264,8 @@ def test_first_save_into_a_run_folder_killed_mid_move_leaves_the_run_as_it_was(t
     (run / "training_args.json").write_text("{}")
     before = _files(run)
     _killed_save(run, at_move=4)
-    assert hub.recover_interrupted_save(run)
+    with pytest.warns(UserWarning, match="the save it was replacing is restored"):
+        assert hub.recover_interrupted_save(run)
     assert _files(run) == before  # the partial pipeline is gone; the checkpoint is untouched
 
 
