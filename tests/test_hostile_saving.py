@@ -297,3 +297,24 @@ def test_single_model_folders_get_the_same_weight_checks(tmp_path):
         load_vae(str(tmp_path / "vq"))
     with pytest.raises(ValueError, match="stores float parameters of BetaVAEModel as non-floating"):
         load_baseline(tmp_path / "baseline")
+
+
+def test_hub_cache_snapshot_whose_files_link_into_blobs_still_loads(saved, tmp_path):
+    """The Hub cache's layout: snapshot files are links into the repo's blobs/ folder (allowed), while a
+    link to anywhere else is not."""
+    repo = tmp_path / "models--user--encdiff"
+    snapshot, blobs = repo / "snapshots" / "abc123", repo / "blobs"
+    blobs.mkdir(parents=True)
+    for k, path in enumerate(p for p in saved.rglob("*") if p.is_file()):
+        blob = blobs / f"blob{k}"
+        shutil.copyfile(path, blob)
+        link = snapshot / path.relative_to(saved)
+        link.parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(os.path.relpath(blob, link.parent), link)
+    EncDiffPipeline.from_pretrained(snapshot)
+    outside = tmp_path / "elsewhere.safetensors"
+    shutil.copyfile(saved / "unet" / WEIGHTS, outside)
+    (snapshot / "unet" / WEIGHTS).unlink()
+    os.symlink(outside, snapshot / "unet" / WEIGHTS)
+    with pytest.raises(ValueError, match="leads out of the pipeline folder"):
+        EncDiffPipeline.from_pretrained(snapshot)
