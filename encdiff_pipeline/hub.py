@@ -58,6 +58,13 @@ def _files_to_place(staging: Path) -> list[Path]:
     return sorted(files, key=lambda rel: (str(rel) == MODEL_INDEX, str(rel)))
 
 
+def check_variant(variant: str | None) -> None:
+    """ValueError unless `variant` is None or a plain name such as 'fp16' (it becomes part of file names:
+    a path separator or '..' would lead out of the component folder)."""
+    if variant is not None and not (isinstance(variant, str) and re.fullmatch(r"[A-Za-z0-9_-]+", variant)):
+        raise ValueError(f"variant must be a plain name such as 'fp16' (letters, digits, '_' or '-'), got {variant!r}")
+
+
 def replaced_weight_files(component: Path, variant: str | None) -> list[Path]:
     """The weight files in a component folder that a save of `variant` replaces: that variant's single
     file, its shards (`...-00001-of-00002.safetensors`) and its shard index. Other variants (and any
@@ -251,6 +258,7 @@ def save_pipeline(
     """
     if not safe_serialization:
         raise ValueError("EncDiff pipelines are saved as safetensors only (pickle files are never written or loaded).")
+    check_variant(variant)
     from .model_card import render_model_card
 
     card_arguments = sorted(set(inspect.signature(render_model_card).parameters) - {"pipe"})
@@ -585,6 +593,7 @@ def load_pipeline(cls: type, pretrained_model_name_or_path: str | os.PathLike, *
             raise ValueError(f"torch_dtype {torch_dtype!r} is not a torch dtype (e.g. torch.float16 or 'float16').")
         torch_dtype = getattr(torch, torch_dtype.removeprefix("torch."))
     variant = kwargs.pop("variant", None)
+    check_variant(variant)
     download_keys = ("cache_dir", "revision", "token", "local_files_only", "force_download")
     download_kwargs = {key: kwargs.pop(key) for key in download_keys if key in kwargs}
     passed = {name: kwargs.pop(name) for name in COMPONENT_NAMES if name in kwargs}

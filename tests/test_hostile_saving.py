@@ -318,3 +318,13 @@ def test_hub_cache_snapshot_whose_files_link_into_blobs_still_loads(saved, tmp_p
     os.symlink(outside, snapshot / "unet" / WEIGHTS)
     with pytest.raises(ValueError, match="leads out of the pipeline folder"):
         EncDiffPipeline.from_pretrained(snapshot)
+
+
+@pytest.mark.parametrize("variant", ["../../x", "a/b", "fp16.x", ""])
+def test_variant_that_is_not_a_plain_name_is_refused(saved, tmp_path, variant):
+    """A variant becomes part of file names: no path in it, for saves and loads alike."""
+    with pytest.raises(ValueError, match="variant must be a plain name such as 'fp16'"):
+        make_tiny_pipeline().save_pretrained(tmp_path / "p", variant=variant)
+    with pytest.raises(ValueError, match="variant must be a plain name"):
+        EncDiffPipeline.from_pretrained(saved, variant=variant)
+    assert not (tmp_path / "p").exists()
