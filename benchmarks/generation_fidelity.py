@@ -23,6 +23,7 @@ import os
 import time
 
 from encdiff_pipeline.atomic import write_json
+from encdiff_pipeline.cli import json_object_argument
 from encdiff_pipeline.data import load_factor_dataset
 from encdiff_pipeline.generation_fidelity import concept_importance, fidelity_dataset, fidelity_markdown, generation_fidelity
 from encdiff_pipeline.factor_probe import load_factor_probe
@@ -69,10 +70,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("pipeline", help="a saved EncDiff pipeline folder (a training run's --output_dir)")
     p.add_argument("--dataset", default=None, help="factor dataset (default: the run's training set, whole grid)")
-    p.add_argument("--dataset_options", type=json.loads, default=None, help="JSON options for load_factor_dataset")
+    p.add_argument("--dataset_options", type=json_object_argument, default=None, help="JSON options for load_factor_dataset")
     p.add_argument("--variants", type=json.loads, default=[{}],
                    help="JSON list of sampling settings (keyword arguments of pipe(...)), each scored")
-    p.add_argument("--scheduler_options", type=json.loads, default={},
+    p.add_argument("--scheduler_options", type=json_object_argument, default={},
                    help="JSON scheduler config overrides, e.g. {\"timestep_spacing\": \"trailing\"}")
     p.add_argument("--num_images", type=int, default=256)
     p.add_argument("--num_traversals", type=int, default=8)
@@ -83,8 +84,6 @@ def main(argv: list[str] | None = None) -> list[dict]:
     args = p.parse_args(argv)
     if not isinstance(args.variants, list) or not all(isinstance(v, dict) for v in args.variants) or not args.variants:
         p.error(f"--variants must be a non-empty JSON list of objects, got {args.variants!r}")
-    if not isinstance(args.scheduler_options, dict):
-        p.error(f"--scheduler_options must be a JSON object, got {args.scheduler_options!r}")
 
     pipe = EncDiffPipeline.from_pretrained(args.pipeline)
     pipe.set_progress_bar_config(disable=True)

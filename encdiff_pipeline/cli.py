@@ -98,6 +98,43 @@ def check_distinct_outputs(**paths: Optional[str | os.PathLike]) -> None:
         seen[real] = option
 
 
+def check_output_spares_input(option: str, path: str | os.PathLike, input_name: str,
+                              source: str | os.PathLike | None, may_write: Callable[[str], bool] = lambda rel: False) -> None:
+    """`ValueError` when the output `path` of `option` would overwrite the input `source` of the same
+    command (the same file, or a file inside the input folder); `may_write(relative path)` says which
+    paths inside an input folder are outputs, not input (e.g. a report beside a saved pipeline)."""
+    if source is None or not os.path.exists(source):
+        return
+    real, real_source = os.path.realpath(os.fspath(path)), os.path.realpath(os.fspath(source))
+    if real == real_source:
+        raise ValueError(f"{option} {path} is {input_name} itself; writing it would destroy the input: give another path")
+    if os.path.isdir(real_source) and real.startswith(real_source.rstrip(os.sep) + os.sep):
+        rel = os.path.relpath(real, real_source).replace(os.sep, "/")
+        if not may_write(rel):
+            raise ValueError(f"{option} {path} is inside {input_name} {source} ({rel}): writing it would overwrite the "
+                             "input's files; give a path outside it")
+
+
+def json_object_argument(text: str) -> dict:
+    """argparse `type=` of a `--*_options` flag: a JSON object (null: no options, `{}`). Errors name what
+    was expected; NaN / Infinity (which Python's json accepts) are refused."""
+    import argparse
+    import json
+
+    example = "'{\"image_size\": 32}'"
+
+    def not_json(constant: str):
+        raise ValueError(f"{constant} is not a JSON number")
+
+    try:
+        value = json.loads(text, parse_constant=not_json)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"{text!r} is not valid JSON ({error}); expected an object such as {example}") from None
+    if value is not None and not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a JSON object; expected one such as {example}")
+    return {} if value is None else value
+
+
 def exit_with(main: Callable[..., Any], *args: Any, prog: Optional[str] = None) -> NoReturn:
     """The last line of a script: run `main(*args)` through the boundary and exit (status 0 on success,
     whatever `main` returns; 1 after a one-line error).

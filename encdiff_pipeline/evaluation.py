@@ -24,7 +24,7 @@ from typing import Any, Callable, Optional, Sequence, Union
 import numpy as np
 
 from .atomic import write_text
-from .cli import check_distinct_outputs, check_output_file, run_cli
+from .cli import check_distinct_outputs, check_output_file, check_output_spares_input, json_object_argument, run_cli
 from .encoder_protocol import ConceptEncoder
 from .metrics import METRICS, compute_representation_table, compute_tad
 
@@ -297,16 +297,14 @@ def _jsonable(value):
 
 
 # ------------------------------------------------------------------------------------------- CLI
-def _parse_options(text: str) -> dict:
-    """`--dataset_options`: a JSON object, as the training scripts take it."""
-    example = "'{\"image_size\": 32}'"
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise argparse.ArgumentTypeError(f"{text!r} is not valid JSON ({error}); expected an object such as {example}") from None
-    if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a JSON object; expected one such as {example}")
-    return value
+# the top-level files of a saved pipeline / training run folder (its sub-folders are all protected)
+PIPELINE_FILES = ("model_index.json", "README.md", "pipeline_encdiff.py", "training_args.json", "swap.png")
+
+
+def _writable_beside_pipeline(rel: str) -> bool:
+    """Whether `--out` / `--markdown` may write `rel` inside the evaluated folder: a new top-level file
+    (e.g. the default report.json), never one of the pipeline's or run's own files."""
+    return "/" not in rel and rel not in PIPELINE_FILES and not rel.startswith(".")
 
 
 def run_dataset(pipeline: str, dataset: Optional[str] = None, dataset_options: Optional[dict] = None) -> tuple[str, dict]:
@@ -355,7 +353,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("pipeline", help="pipeline folder (a training run's output_dir) or Hub id")
     parser.add_argument("--dataset", default=None,
                         help="dataset source (see load_factor_dataset); default: the run's held set, else procedural-shapes3d")
-    parser.add_argument("--dataset_options", type=_parse_options, default={}, metavar="JSON",
+    parser.add_argument("--dataset_options", type=json_object_argument, default={}, metavar="JSON",
                         help="options of the dataset loader as a JSON object, e.g. '{\"image_size\": 32}' (as in the "
                              "training scripts); they override what the run folder says")
     parser.add_argument("--metrics", nargs="+", default=list(DEFAULT_METRICS),
@@ -369,7 +367,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--generation_fidelity", action="store_true",
                         help="also read the pipeline's reconstructions, swaps and traversals with a factor probe "
                              "trained on the run's training set (cached; see benchmarks/generation_fidelity.py)")
-    parser.add_argument("--fidelity_options", type=_parse_options, default={}, metavar="JSON",
+    parser.add_argument("--fidelity_options", type=json_object_argument, default={}, metavar="JSON",
                         help="options of generation_fidelity, e.g. '{\"num_images\": 256, \"num_inference_steps\": 50}'")
     parser.add_argument("--no_progress", action="store_true")
     args = parser.parse_args(argv)
@@ -390,9 +388,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             args.markdown = os.path.join(args.pipeline, "report.md")
     # before any work: an output that cannot be written must not cost a finished evaluation
     check_distinct_outputs(**{"--out": args.out, "--markdown": args.markdown})
-    check_output_file(args.out, "--out")
-    if args.markdown:
-        check_output_file(args.markdown, "--markdown")
+    for option, path in (("--out", args.out), ("--markdown", args.markdown)):
+        if path:
+            check_output_spares_input(option, path, "the evaluated pipeline", args.pipeline, _writable_beside_pipeline)
+            check_output_spares_input(option, path, "--dataset", args.dataset)
+            check_output_file(path, option)
 
     source, options = run_dataset(args.pipeline, args.dataset, args.dataset_options)
     print(f"evaluating on {source} with options {options}")

@@ -22,7 +22,10 @@ from __future__ import annotations
 import inspect
 import json
 import os
+import re
 import shutil
+import socket
+import time
 import tempfile
 import warnings
 from collections import Counter
@@ -36,6 +39,7 @@ from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
 from .atomic import apply_default_mode
 from .loading_allowlist import allowed_component_class
+from .noise_schedules import check_noise_schedule
 from .remote_code import MODEL_INDEX, write_remote_code
 from .version import __version__
 
@@ -54,38 +58,92 @@ def _files_to_place(staging: Path) -> list[Path]:
     return sorted(files, key=lambda rel: (str(rel) == MODEL_INDEX, str(rel)))
 
 
-def _move_into_place(staging: Path, target: Path) -> None:
+def check_variant(variant: str | None) -> None:
+    """ValueError unless `variant` is None or a plain name such as 'fp16' (it becomes part of file names:
+    a path separator or '..' would lead out of the component folder)."""
+    if variant is not None and not (isinstance(variant, str) and re.fullmatch(r"[A-Za-z0-9_-]+", variant)):
+        raise ValueError(f"variant must be a plain name such as 'fp16' (letters, digits, '_' or '-'), got {variant!r}")
+
+
+def replaced_weight_files(component: Path, variant: str | None) -> list[Path]:
+    """The weight files in a component folder that a save of `variant` replaces: that variant's single
+    file, its shards (`...-00001-of-00002.safetensors`) and its shard index. Other variants (and any
+    other file) are not touched: variants live beside each other, as in diffusers."""
+    tag = re.escape(f".{variant}") if variant else ""
+    pattern = re.compile(rf"^{WEIGHTS_NAME}{tag}(?:-\d+-of-\d+)?\.safetensors$")
+    index = weights_index_name(variant)
+    return [path for path in component.iterdir() if path.is_file() and (pattern.match(path.name) or path.name == index)]
+
+
+def check_inside(root: Path, path: Path, what: str) -> None:
+    """ValueError if `path` (a component folder or file of the pipeline folder `root`) leads out of
+    `root` (an absolute or '..' name, or a symbolic link to elsewhere). Files of a Hub download are
+    links into the cache's `blobs/` folder, which is allowed."""
+    real, real_root = path.resolve(), root.resolve()
+    if real.is_relative_to(real_root):
+        return
+    if real_root.parent.name == "snapshots" and path.is_file() and real.is_relative_to(real_root.parent.parent / "blobs"):
+        return
+    raise ValueError(f"{what} {path} leads out of the pipeline folder {root} (to {real}); refusing to read or write "
+                     "files outside it (replace the link by a real folder or file)")
+
+
+def _check_destinations(target: Path, files: list[Path]) -> None:
+    """Before anything moves: every destination is a file (or free) inside `target`, its folders real
+    folders inside `target` (no link out of it), so the save cannot fail half-way on them nor write
+    elsewhere."""
+    for rel in files:
+        destination = target / rel
+        for parent in list(reversed(rel.parents))[1:]:
+            folder = target / parent
+            if folder.exists() or folder.is_symlink():
+                check_inside(target, folder, "component folder")
+                if not folder.is_dir():
+                    raise NotADirectoryError(f"Cannot save into {target}: {folder} is a file, where the save needs a "
+                                             "folder; move it away first (nothing was changed)")
+        if destination.is_symlink():
+            continue  # replaced by the new file itself (os.replace does not write through a link)
+        if destination.exists() and not destination.is_file():
+            raise IsADirectoryError(f"Cannot save into {target}: {destination} is a folder, where the save writes a "
+                                    "file; move it away first (nothing was changed)")
+
+
+def _move_into_place(staging: Path, target: Path, variant: str | None = None) -> None:
     """Move a fully written folder's files into `target`, all or nothing.
 
     A new `target` is the staging folder renamed. Into an existing folder, files are moved one by one
-    (`model_index.json` last); each file they replace, and each stale weight file of an earlier save
-    (e.g. old shards), is first moved to a backup folder beside `target`. If any move fails, the moves
-    are undone in reverse, so the folder holds the old save again. While files move, `target` holds a
-    marker (`INCOMPLETE_SAVE_MARKER`): a process killed in that window leaves the marker, and loading
-    refuses the folder (it may mix two saves) instead of silently using a mix. Files this function did
-    not write (anything the user keeps in `target` or its component folders) are never touched.
+    (`model_index.json` last); each file they replace, and each stale weight file of an earlier save of
+    the same variant (e.g. old shards, `replaced_weight_files`), is first moved to a backup folder
+    beside `target`. If any move fails, the moves are undone in reverse, so the folder holds the old
+    save again. While files move, `target` holds a marker (`INCOMPLETE_SAVE_MARKER`): a process
+    killed in that window leaves the marker, and loading refuses the folder (it may mix two saves)
+    instead of silently using a mix. Files this function did not write (anything the user keeps in
+    `target` or its component folders, other variants' weights) are never touched.
     """
     for path in [staging, *staging.rglob("*")]:  # tempfile makes them owner-only; follow the umask
         apply_default_mode(path, directory=path.is_dir())
     if not target.exists():
         os.replace(staging, target)
         return
+    recover_interrupted_save(target)  # a save killed here before: put the save it replaced back first
     files = _files_to_place(staging)
+    _check_destinations(target, files)
     written = {str(rel) for rel in files}
     stale = [
-        old.relative_to(target) for component in COMPONENT_NAMES if (target / component).is_dir()
-        for old in (target / component).iterdir()
-        if old.is_file() and old.name.startswith(WEIGHTS_NAME) and str(old.relative_to(target)) not in written
+        old.relative_to(target) for component in COMPONENT_NAMES
+        if (target / component).is_dir() and not (target / component).is_symlink()
+        for old in replaced_weight_files(target / component, variant) if str(old.relative_to(target)) not in written
     ]
     backup = Path(tempfile.mkdtemp(prefix=f".{target.name}.previous-", dir=target.parent))
     marker = target / INCOMPLETE_SAVE_MARKER
+    record = {"new_files": str(staging), "replaced_files": str(backup), "pid": os.getpid(), "host": socket.gethostname(),
+              "files": [str(rel) for rel in files], "stale": [str(rel) for rel in stale]}
     try:
-        marker.write_text(json.dumps({"new_files": str(staging), "replaced_files": str(backup)}) + "\n",
-                          encoding="utf-8")
+        marker.write_text(json.dumps(record) + "\n", encoding="utf-8")
     except BaseException:  # e.g. a read-only folder: nothing was moved yet
         shutil.rmtree(backup, ignore_errors=True)
         raise
-    done: list[tuple[Path, Path | None]] = []  # (path in target, where its old file went or None)
+    done: list[tuple[Path, Path | None]] = []  # (path in target, where its old file went or None), once moved
     created: list[Path] = []
     try:
         for rel in stale:
@@ -98,28 +156,92 @@ def _move_into_place(staging: Path, target: Path) -> None:
                 destination.parent.mkdir(parents=True)
                 created.append(destination.parent)
             saved = None
-            if destination.is_file():
+            if destination.is_file() or destination.is_symlink():
                 saved = backup / rel
                 saved.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(destination, saved)
-            done.append((destination, saved))
+                done.append((destination, saved))
             os.replace(staging / rel, destination)
-    except BaseException:
-        for path, other in reversed(done):
-            if path.is_relative_to(backup):  # a stale file: back where it was
-                os.replace(path, other)
-            elif other is not None:  # the old file back over the new one
-                os.replace(other, path)
-            elif path.exists():
-                path.unlink()
-        for folder in reversed(created):
-            if folder.is_dir() and not any(folder.iterdir()):
-                folder.rmdir()
-        marker.unlink()
-        shutil.rmtree(backup, ignore_errors=True)
+            if saved is None:
+                done.append((destination, None))
+    except BaseException as error:
+        _roll_back(done, created, backup, marker, error)
         raise
     marker.unlink()
     shutil.rmtree(backup, ignore_errors=True)
+
+
+def _roll_back(done: list[tuple[Path, Path | None]], created: list[Path], backup: Path, marker: Path,
+               error: BaseException) -> None:
+    """Undo the moves of a failed save, each one even if another fails. When all are undone the folder
+    holds the old save again (marker and backup removed); otherwise the marker stays (the folder may
+    mix two saves) and the backup keeps the old files, and the error says where."""
+    failed = []
+    for path, other in reversed(done):
+        try:
+            if path.is_relative_to(backup) or other is not None:  # a stale file back / the old file over the new
+                source, destination = (path, other) if path.is_relative_to(backup) else (other, path)
+                os.replace(source, destination)
+            elif path.is_file() or path.is_symlink():
+                path.unlink()
+        except OSError as undo_error:
+            failed.append(f"{path}: {undo_error}")
+    for folder in reversed(created):
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+    if failed:  # the marker now describes moves half undone: no automatic recovery may act on it
+        marker.write_text(json.dumps({"rollback_failed": failed, "replaced_files": str(backup)}) + "\n", encoding="utf-8")
+        error.add_note(f"The save failed and {len(failed)} of its moves could not be undone ({failed[0]}): "
+                       f"{marker.parent} may mix two saves and stays marked; the files it replaced are in {backup}.")
+        return
+    marker.unlink()
+    shutil.rmtree(backup, ignore_errors=True)
+
+
+def recover_interrupted_save(target: Path) -> bool:
+    """Undo a save into `target` whose process was killed while moving files (its marker is left):
+    every file it moved in goes, every file it replaced comes back from the backup, so the folder
+    holds the previous save again (or, for a first save into a run folder, what was there before).
+    Only when the marker's process is gone (same host) and its staging and backup folders still
+    exist; returns whether it recovered. A save in progress, or a marker of unknown origin, is left
+    alone (loading then refuses the folder)."""
+    marker = target / INCOMPLETE_SAVE_MARKER
+    try:
+        record = json.loads(marker.read_text(encoding="utf-8"))
+        staging, backup = Path(record["new_files"]), Path(record["replaced_files"])
+        pid, files, stale = int(record["pid"]), list(record["files"]), list(record["stale"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    if record.get("host") != socket.gethostname() or not staging.is_dir() or not backup.is_dir() or _alive(pid):
+        return False
+    for rel in [*files, *stale]:
+        if Path(rel).is_absolute() or ".." in Path(rel).parts:
+            return False  # not a marker this module wrote
+    for rel in reversed(files):
+        old, placed = backup / rel, not (staging / rel).exists()
+        if old.exists() or old.is_symlink():
+            os.replace(old, target / rel)
+        elif placed and ((target / rel).is_file() or (target / rel).is_symlink()):
+            (target / rel).unlink()  # a new file of the killed save
+    for rel in stale:
+        if (backup / rel).exists():
+            os.replace(backup / rel, target / rel)
+    marker.unlink()
+    shutil.rmtree(backup, ignore_errors=True)
+    shutil.rmtree(staging, ignore_errors=True)
+    warnings.warn(f"{target}: a save_pretrained into this folder was killed while moving its files (process {pid}); "
+                  "the save it was replacing is restored")
+    return True
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # e.g. another user's process
+        return True
+    return True
 
 
 def save_pipeline(
@@ -136,6 +258,7 @@ def save_pipeline(
     """
     if not safe_serialization:
         raise ValueError("EncDiff pipelines are saved as safetensors only (pickle files are never written or loaded).")
+    check_variant(variant)
     from .model_card import render_model_card
 
     card_arguments = sorted(set(inspect.signature(render_model_card).parameters) - {"pipe"})
@@ -154,7 +277,7 @@ def save_pipeline(
         write_remote_code(pipe, staging)
         if card_kwargs or not (target / "README.md").exists():
             render_model_card(pipe, **card_kwargs).save(staging / "README.md")
-        _move_into_place(staging, target)
+        _move_into_place(staging, target, variant)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
@@ -214,11 +337,16 @@ def read_model_index(folder: str | os.PathLike) -> dict[str, Any]:
         raise FileNotFoundError(f"{index_path} is missing: {folder} is not a saved pipeline folder.")
     try:
         index = json.loads(index_path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as error:
-        raise ValueError(f"{index_path} is not valid JSON ({error}).") from error
+    except (ValueError, UnicodeDecodeError, RecursionError) as error:
+        detail = "nested too deeply" if isinstance(error, RecursionError) else str(error)
+        raise ValueError(f"{index_path} is not valid JSON ({detail}).") from None
     if not isinstance(index, dict):
         raise ValueError(f"{index_path} holds a JSON {type(index).__name__}; expected an object "
                          '({"encoder": [library, class], "unet": [...], ...}).')
+    bad_keys = [key for key in index if not key.isidentifier()]
+    if bad_keys:  # a key names a component folder: '/abs/path' or '../x' would lead out of the pipeline folder
+        raise ValueError(f"{index_path}: keys {bad_keys[:5]} are not component or setting names (expected names like "
+                         "'encoder' or 'unet'; paths are not allowed)")
     for name in COMPONENT_NAMES:
         entry = index.get(name)
         if name in index and not (
@@ -236,30 +364,51 @@ def check_pipeline_folder(folder: str | os.PathLike, variant: str | None = None)
     """
     folder = Path(folder)
     index_path = folder / MODEL_INDEX
-    marker = folder / INCOMPLETE_SAVE_MARKER
-    if marker.exists():
-        raise OSError(f"{folder}: a save_pretrained into this folder was interrupted ({marker} is still there), so it "
-                      "may mix two saves; save the pipeline into it again (or delete the folder)")
+    if save_token(folder) is None and not recover_interrupted_save(folder):
+        raise OSError(f"{folder}: a save_pretrained into this folder is in progress or was interrupted "
+                      f"({folder / INCOMPLETE_SAVE_MARKER} is there), so it may mix two saves; load it when the save "
+                      "is done, or save the pipeline into it again (or delete the folder)")
     index = read_model_index(folder)
     dtypes: dict[str, torch.dtype | None] = {}
     for name, entry in index.items():
         if name.startswith("_") or not isinstance(entry, list) or entry[0] is None:
             continue
         component = folder / name
+        check_inside(folder, component, f"component {name!r}:")
         if (component / "scheduler_config.json").is_file():
+            check_inside(folder, component / "scheduler_config.json", f"component {name!r}:")
             continue
         config = component / "config.json"
         if not config.is_file():
             raise FileNotFoundError(f"{config} is missing (component {name!r} listed in {index_path}).")
+        check_inside(folder, config, f"component {name!r}:")
         for shard in component_weight_files(component, variant):
+            check_inside(folder, shard, f"component {name!r}:")
             dtypes[name] = check_safetensors_file(shard)
     return dtypes
+
+
+def save_token(folder: Path) -> tuple | None:
+    """What identifies the save a folder holds now (its `model_index.json`, replaced last by every save),
+    or None while a save is moving files into it (its marker is there)."""
+    if (folder / INCOMPLETE_SAVE_MARKER).exists():
+        return None
+    try:
+        stat = (folder / MODEL_INDEX).stat()
+    except OSError:
+        return ("missing",)
+    return (stat.st_dev, stat.st_ino, stat.st_mtime_ns, stat.st_size)
+
+
+def weights_index_name(variant: str | None = None) -> str:
+    """The shard index file name of a sharded save, as diffusers names it (`...safetensors.index.fp16.json`)."""
+    return f"{WEIGHTS_NAME}.safetensors.index.{variant}.json" if variant else f"{WEIGHTS_NAME}.safetensors.index.json"
 
 
 def component_weight_files(component: Path, variant: str | None = None) -> list[Path]:
     """The safetensors file(s) of a saved model component folder (the shards of a sharded save)."""
     weights = f"{WEIGHTS_NAME}.{variant}.safetensors" if variant else f"{WEIGHTS_NAME}.safetensors"
-    shard_index = component / f"{weights}.index.json"
+    shard_index = component / weights_index_name(variant)
     if not shard_index.is_file():
         return [component / weights]
     try:
@@ -304,11 +453,12 @@ def _names(keys: Any, limit: int = 8) -> str:
     return ", ".join(keys[:limit]) + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
 
 
-def _check_component_config(component_cls: type, component: Path, files: list[Path]) -> None:
+def _check_component_config(component_cls: type, component: Path, files: list[Path], strict: bool = True) -> None:
     """Build the component from its config.json on the meta device (no memory) and compare its size with
     the weights: a config that cannot build the model, or that describes a model far larger than its
     weight files (a hostile edit that would exhaust memory), is a ValueError naming the file."""
     config_path = component / "config.json"
+    _check_config_types(component_cls, config_path)
     try:
         config = component_cls.load_config(component)
         with torch.device("meta"):
@@ -316,15 +466,54 @@ def _check_component_config(component_cls: type, component: Path, files: list[Pa
     except Exception as error:  # noqa: BLE001 - any failure to build is the config's fault here
         detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ValueError(f"{config_path} does not describe a valid {component_cls.__name__}: {detail}") from error
-    expected = sum(t.numel() for t in skeleton.state_dict().values())
+    own = skeleton.state_dict()
+    expected = sum(t.numel() for t in own.values())
     held = 0
     for file in files:
-        for entry in read_safetensors_header(file).values():
+        header = read_safetensors_header(file)
+        for entry in header.values():
             shape = entry.get("shape") or []
             held += int(torch.Size(shape).numel()) if all(isinstance(n, int) and n >= 0 for n in shape) else 0
+        not_float = sorted(f"{key} ({entry['dtype']})" for key, entry in header.items()
+                           if key in own and own[key].is_floating_point() and not _is_float_dtype(entry["dtype"]))
+        if not_float:  # torch would cast bool / integer tensors to float without a word: garbage weights
+            message = (f"Weights file {file} stores float parameters of {component_cls.__name__} as non-floating "
+                       f"tensors: {_names(not_float, 5)}; expected F32, F16, BF16 or F64 (a damaged or converted file)")
+            if strict:
+                raise ValueError(message + ". Pass strict=False to load it anyway.")
+            warnings.warn(message)
     if expected > 2 * held + 2**20:
         raise ValueError(f"{config_path} describes a {component_cls.__name__} of {expected:,} values but its weights "
                          f"hold {held:,}; refusing to build it (an edited or mismatched config).")
+
+
+def _check_config_types(component_cls: type, config_path: Path) -> None:
+    """ValueError naming the file and key for a config.json that is not a JSON object, or whose value of
+    an argument with an int, float or bool default is of another type (e.g. width "8")."""
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError, RecursionError) as error:
+        detail = "nested too deeply" if isinstance(error, RecursionError) else str(error).splitlines()[0]
+        raise ValueError(f"{config_path} is not a valid JSON file ({detail})") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{config_path} holds a JSON {type(config).__name__}; expected an object of "
+                         f"{component_cls.__name__} settings")
+    expected = {bool: "true or false", int: "an integer", float: "a number"}
+    for name, parameter in inspect.signature(component_cls.__init__).parameters.items():
+        default, value = parameter.default, config.get(name)
+        if name not in config or value is None or type(default) not in expected:
+            continue
+        fits = (isinstance(value, bool) if type(default) is bool
+                else isinstance(value, int) and not isinstance(value, bool) if type(default) is int
+                else isinstance(value, (int, float)) and not isinstance(value, bool))
+        if not fits:
+            raise ValueError(f"{config_path} does not describe a valid {component_cls.__name__}: {name} must be "
+                             f"{expected[type(default)]}, got {value!r}")
+
+
+def _is_float_dtype(dtype: str) -> bool:
+    """Whether a safetensors dtype name is a floating-point one (F64, F32, F16, BF16, F8_*)."""
+    return dtype.startswith("F") or dtype == "BF16"
 
 
 def _load_model_component(
@@ -335,10 +524,15 @@ def _load_model_component(
     initialised, never left empty)."""
     files = component_weight_files(component, variant)
     where = files[0] if len(files) == 1 else component
-    _check_component_config(component_cls, component, files)
-    model, info = component_cls.from_pretrained(
-        component, torch_dtype=torch_dtype, use_safetensors=True, variant=variant, output_loading_info=True
-    )
+    _check_component_config(component_cls, component, files, strict)
+    try:
+        model, info = component_cls.from_pretrained(
+            component, torch_dtype=torch_dtype, use_safetensors=True, variant=variant, output_loading_info=True
+        )
+    except ValueError as error:  # e.g. diffusers' "Cannot load  because x expected shape ...": name the files
+        detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ValueError(f"Weights file {where} does not fit the {component_cls.__name__} that "
+                         f"{component / 'config.json'} describes: {detail.replace('Cannot load  because ', '')}") from error
     problems = []
     if info.get("missing_keys"):
         problems.append(f"missing tensors {_names(info['missing_keys'])}")
@@ -376,6 +570,12 @@ def _load_model_component(
     return model
 
 
+def load_model_folder(model_cls: type, folder: str | os.PathLike, strict: bool = True) -> Any:
+    """One saved model (a first stage, a baseline) with the checks a pipeline component gets: its
+    config.json builds the model, its weights are safetensors of the model's float tensors, all finite."""
+    return _load_model_component(model_cls, Path(folder), strict, None, None)
+
+
 def load_pipeline(cls: type, pretrained_model_name_or_path: str | os.PathLike, **kwargs: Any) -> DiffusionPipeline:
     """`EncDiffPipeline.from_pretrained` with the installed package's classes (no remote code run).
 
@@ -393,6 +593,7 @@ def load_pipeline(cls: type, pretrained_model_name_or_path: str | os.PathLike, *
             raise ValueError(f"torch_dtype {torch_dtype!r} is not a torch dtype (e.g. torch.float16 or 'float16').")
         torch_dtype = getattr(torch, torch_dtype.removeprefix("torch."))
     variant = kwargs.pop("variant", None)
+    check_variant(variant)
     download_keys = ("cache_dir", "revision", "token", "local_files_only", "force_download")
     download_kwargs = {key: kwargs.pop(key) for key in download_keys if key in kwargs}
     passed = {name: kwargs.pop(name) for name in COMPONENT_NAMES if name in kwargs}
@@ -400,6 +601,25 @@ def load_pipeline(cls: type, pretrained_model_name_or_path: str | os.PathLike, *
         raise TypeError(f"Unexpected arguments for {cls.__name__}.from_pretrained: {sorted(kwargs)}.")
 
     folder = resolve_pretrained_folder(pretrained_model_name_or_path, **download_kwargs)
+    for _attempt in range(LOAD_ATTEMPTS):  # a save into the folder while it is read: read it again
+        token = save_token(folder)
+        pipe = _load_folder(cls, folder, passed, strict, torch_dtype, variant)
+        if token is not None and save_token(folder) == token:
+            break
+        time.sleep(0.05)
+    else:
+        raise OSError(f"{folder} changed while it was being loaded, {LOAD_ATTEMPTS} times (another process is saving "
+                      "into it); load it again when that save is done")
+    pipe.register_to_config(_name_or_path=str(pretrained_model_name_or_path))
+    return pipe
+
+
+LOAD_ATTEMPTS = 3
+
+
+def _load_folder(cls: type, folder: Path, passed: dict, strict: bool, torch_dtype: torch.dtype | None,
+                 variant: str | None) -> DiffusionPipeline:
+    """One read of every component of a checked pipeline folder (`load_pipeline`)."""
     saved_dtypes = check_pipeline_folder(folder, variant=variant)
     index = read_model_index(folder)
     init_kwargs: dict[str, Any] = {}
@@ -415,7 +635,7 @@ def load_pipeline(cls: type, pretrained_model_name_or_path: str | os.PathLike, *
                 init_kwargs[name] = None
                 continue
             if issubclass(component_cls, SchedulerMixin):
-                init_kwargs[name] = component_cls.from_pretrained(folder / name)
+                init_kwargs[name] = _load_scheduler(component_cls, folder / name)
             else:
                 init_kwargs[name] = _load_model_component(
                     component_cls, folder / name, strict, torch_dtype or saved_dtypes.get(name), variant
@@ -425,9 +645,20 @@ def load_pipeline(cls: type, pretrained_model_name_or_path: str | os.PathLike, *
     missing = [n for n in ("encoder", "unet") if n not in init_kwargs]
     if missing:
         raise ValueError(f"{folder / MODEL_INDEX} lists no {' or '.join(missing)}: not an EncDiff pipeline folder.")
-    pipe = cls(**init_kwargs)
-    pipe.register_to_config(_name_or_path=str(pretrained_model_name_or_path))
-    return pipe
+    return cls(**init_kwargs)
+
+
+def _load_scheduler(component_cls: type, component: Path) -> SchedulerMixin:
+    """A scheduler from its folder; a config it cannot be built from, or a schedule diffusion cannot run
+    on (`check_noise_schedule`), is a ValueError naming the file."""
+    where = component / "scheduler_config.json"
+    try:
+        scheduler = component_cls.from_pretrained(component)
+    except (ValueError, RuntimeError, TypeError, NotImplementedError) as error:
+        detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ValueError(f"{where} does not describe a valid {component_cls.__name__}: {detail}") from error
+    check_noise_schedule(scheduler, str(where))
+    return scheduler
 
 
 # ---------------------------------------------------------------------------- Hub upload

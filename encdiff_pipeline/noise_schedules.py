@@ -54,3 +54,24 @@ def make_noise_scheduler(
 ) -> DDPMScheduler:
     """A `DDPMScheduler` (eps prediction) with one of the release's named schedules."""
     return DDPMScheduler(**schedule_config(name, beta_start, beta_end, num_train_timesteps))
+
+
+def check_noise_schedule(scheduler, where: str = "the scheduler") -> None:
+    """ValueError (naming `where`) for a schedule diffusion cannot run on: no timesteps, or betas that
+    are not finite, not in (0, 1) (alphas would be <= 0), or that shrink with t (an inverted schedule:
+    the noise would fall as t grows). Schedulers without `betas` are only checked for their steps."""
+    steps = scheduler.config.get("num_train_timesteps")
+    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
+        raise ValueError(f"{where}: num_train_timesteps must be an integer >= 1, got {steps!r}")
+    betas = getattr(scheduler, "betas", None)
+    if betas is None:
+        return
+    betas = np.asarray(betas, dtype=np.float64)
+    if not np.isfinite(betas).all():
+        raise ValueError(f"{where}: its betas hold NaN or infinite values")
+    if betas.min() <= 0 or betas.max() >= 1:
+        raise ValueError(f"{where}: its betas must lie in (0, 1) (beta_start, beta_end or trained_betas), got values in "
+                         f"[{betas.min():.4g}, {betas.max():.4g}]")
+    if len(betas) > 1 and (np.diff(betas) < -1e-12).any():
+        raise ValueError(f"{where}: its betas decrease with t ({betas[0]:.4g} at t=0, {betas[-1]:.4g} at the end); a "
+                         "noise schedule's betas must grow (is beta_start > beta_end?)")

@@ -104,6 +104,20 @@ def _check_guidance_scale(guidance_scale) -> None:
         raise ValueError(f"guidance_scale must be a finite number >= 0 (1 = no guidance), got {guidance_scale!r}.")
 
 
+def _real_tensor(values: Any, name: str, expected: str) -> torch.Tensor:
+    """`values` as a tensor holding real numbers; a ValueError naming `name` for anything else (strings,
+    objects, complex numbers, a meta tensor without data)."""
+    if isinstance(values, torch.Tensor) and values.device.type == "meta":
+        raise ValueError(f"{name} is a meta tensor (it holds no values); expected {expected} on a real device.")
+    try:
+        tensor = torch.as_tensor(values)
+    except (TypeError, ValueError, RuntimeError) as error:
+        raise ValueError(f"{name} must be {expected}, got {type(values).__name__} that is not numeric ({error}).") from None
+    if tensor.is_complex():
+        raise ValueError(f"{name} must be {expected}, got complex values ({tensor.dtype}).")
+    return tensor
+
+
 def _package_hub():
     """The installed package's Hub helpers, or `None` when this file runs as standalone remote code."""
     try:
@@ -267,6 +281,7 @@ class EncDiffPipeline(DiffusionPipeline):
                 raise ValueError(f"Expected {expected} as a torch (C, H, W) or (B, C, H, W) tensor, got shape {tuple(image.shape)}.")
             if not image.is_floating_point():
                 raise ValueError(f"torch images must be a float tensor in [-1, 1], got dtype {image.dtype}.")
+            _real_tensor(image, "images", expected)  # a meta tensor holds no values
             if image.numel() == 0:
                 raise ValueError(f"images is an empty tensor of shape {tuple(image.shape)}; expected {expected}.")
             tensor = image.detach().float()
@@ -282,8 +297,8 @@ class EncDiffPipeline(DiffusionPipeline):
         """Validate concepts: `(B, N)` (`(B, N, d)` for vector tokens), finite; returns a tensor."""
         n, d = self.num_concepts, self.encoder.config.token_dim
         vector = self.encoder.config.token_type == "vector"
-        tensor = torch.as_tensor(concepts)
         expected = f"(B, {n}, {d})" if vector else f"(B, {n})"
+        tensor = _real_tensor(concepts, "concepts", f"real numbers of shape {expected}")
         if tensor.ndim == (2 if vector else 1):
             tensor = tensor[None]
         if tensor.ndim != (3 if vector else 2) or tensor.shape[1] != n or (vector and tensor.shape[2] != d):
@@ -309,7 +324,7 @@ class EncDiffPipeline(DiffusionPipeline):
             or num_inference_steps < 1
         ):
             raise ValueError(f"num_inference_steps must be a positive int, got {num_inference_steps!r}.")
-        if not isinstance(eta, numbers.Real) or not np.isfinite(eta) or eta < 0:
+        if not isinstance(eta, numbers.Real) or isinstance(eta, bool) or not np.isfinite(eta) or eta < 0:
             raise ValueError(f"eta must be a finite number >= 0 (0 = deterministic DDIM, 1 = DDPM-like), got {eta!r}.")
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}.")
@@ -491,8 +506,8 @@ class EncDiffPipeline(DiffusionPipeline):
         concepts = self.encode(images)
         batch = concepts.shape[0]
         noise = self._check_latents(latents, batch)
-        if not -batch <= source < batch:
-            raise ValueError(f"source must index the batch of {batch} images, got {source}.")
+        if isinstance(source, bool) or not isinstance(source, numbers.Integral) or not -batch <= source < batch:
+            raise ValueError(f"source must be an int indexing the batch of {batch} images, got {source!r}.")
         if concept_indices is not None and any(
             isinstance(i, bool) or not isinstance(i, numbers.Integral) for i in concept_indices
         ):
@@ -560,8 +575,9 @@ class EncDiffPipeline(DiffusionPipeline):
         concepts = self.encode(image)
         if concepts.shape[0] != 1:
             raise ValueError(f"traverse takes one image, got a batch of {concepts.shape[0]}.")
-        if not 0 <= concept_index < self.num_concepts:
-            raise ValueError(f"concept_index must be in [0, {self.num_concepts}), got {concept_index}.")
+        if (isinstance(concept_index, bool) or not isinstance(concept_index, numbers.Integral)
+                or not 0 <= concept_index < self.num_concepts):
+            raise ValueError(f"concept_index must be an int in [0, {self.num_concepts}), got {concept_index!r}.")
         if values is None:
             if value_range is None:
                 current = concepts[0, concept_index].item()
@@ -569,7 +585,10 @@ class EncDiffPipeline(DiffusionPipeline):
             if not isinstance(num_values, numbers.Integral) or num_values < 1 or num_values > 4096:
                 raise ValueError(f"num_values must be an int in [1, 4096], got {num_values!r}.")
             values = torch.linspace(float(value_range[0]), float(value_range[1]), int(num_values))
-        values = torch.as_tensor(values, dtype=torch.float32).flatten()
+        values = _real_tensor(values, "values", "a 1-D list of finite numbers").to(torch.float32)
+        if values.ndim > 1:
+            raise ValueError(f"values must be a 1-D list of numbers (one per image of the row), got shape {tuple(values.shape)}.")
+        values = values.flatten()
         if values.numel() == 0 or not torch.isfinite(values).all():
             raise ValueError("values must be a non-empty list of finite numbers.")
         traversed = concepts.repeat(values.numel(), 1)
@@ -647,7 +666,10 @@ class EncDiffPipeline(DiffusionPipeline):
         tokens = self.encoder(pixels).tokens.to(self.unet.dtype)
         x0 = self._latents_from_images(pixels)
         num_train = self.scheduler.config.num_train_timesteps
-        timesteps = [num_train // 2] if timestep is None else [int(t) for t in np.atleast_1d(timestep)]
+        given = [] if timestep is None else np.atleast_1d(np.asarray(timestep, dtype=object)).tolist()
+        if any(isinstance(t, bool) or not isinstance(t, numbers.Integral) for t in given):
+            raise ValueError(f"timestep must be an int or a non-empty list of ints, got {timestep!r}.")
+        timesteps = [num_train // 2] if timestep is None else [int(t) for t in given]
         if not timesteps:
             raise ValueError("timestep must be an int or a non-empty list of ints.")
         if any(not 0 <= t < num_train for t in timesteps):

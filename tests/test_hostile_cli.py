@@ -69,6 +69,7 @@ def test_mistyped_local_path_is_not_a_hub_id(tmp_path, capsys, monkeypatch, no_e
     (["--metrics", "bogus"], "unknown metrics ['bogus']"),
     (["--dataset_options", '{"factor_sizes": [2,2,2,2,2,2]'], "is not valid JSON"),
     (["--dataset_options", '["image_size"]'], "is not a JSON object"),
+    (["--dataset_options", '{"image_size": NaN}'], "NaN is not a JSON number"),
 ])
 def test_bad_options_are_argparse_errors(saved, capsys, argv, message, no_evaluation):
     with pytest.raises(SystemExit) as info:
@@ -124,6 +125,49 @@ def test_out_equal_to_markdown_is_refused(saved, tmp_path, capsys, no_evaluation
     code = cli([str(saved), "--out", same, "--markdown", same, "--metrics", "mig"] + TINY_GRID)
     one_line_error(capsys, code, "--out and --markdown are the same file")
     assert not os.path.exists(same)
+
+
+@pytest.mark.parametrize("option, inside", [
+    ("--out", "model_index.json"), ("--markdown", "unet/diffusion_pytorch_model.safetensors"),
+    ("--out", "encoder/config.json"), ("--markdown", "README.md"), ("--out", "unet/new_report.json"),
+    ("--out", "checkpoint-2/optimizer.bin"),
+])
+def test_outputs_inside_the_evaluated_pipeline_are_refused(saved, tmp_path, capsys, no_evaluation, option, inside):
+    """F08, F09: a report must not overwrite the pipeline it scores."""
+    import shutil
+
+    folder = tmp_path / "pipe"
+    shutil.copytree(saved, folder)
+    before = {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    other = "--markdown" if option == "--out" else "--out"
+    code = cli([str(folder), option, str(folder / inside), other, str(tmp_path / "other"), "--metrics", "mig"] + TINY_GRID)
+    one_line_error(capsys, code, option, "is inside the evaluated pipeline", "give a path outside it")
+    assert {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()} == before
+
+
+def test_default_report_beside_the_pipeline_is_still_written(saved, tmp_path, capsys):
+    import shutil
+
+    folder = tmp_path / "pipe"
+    shutil.copytree(saved, folder)
+    for _ in range(2):  # the second run replaces its own report
+        assert cli([str(folder), "--metrics", "mig", "--no_progress"] + TINY_GRID) == 0
+    assert "MIG" in (folder / "report.md").read_text() and json.loads((folder / "report.json").read_text())
+
+
+def test_outputs_that_are_the_input_dataset_are_refused(tmp_path, capsys, saved, no_evaluation):
+    data = tmp_path / "data.npz"
+    data.write_bytes(b"precious")
+    code = cli([str(saved), "--dataset", str(data), "--out", str(data), "--metrics", "mig"])
+    one_line_error(capsys, code, "--out", "is --dataset itself")
+    code = sample_sheet_main(["--dataset", str(data), "--out", str(data)])
+    one_line_error(capsys, code, "--out", "is --dataset itself")
+    assert data.read_bytes() == b"precious"
+
+
+def test_sample_sheet_scale_is_bounded(tmp_path, capsys):
+    code = sample_sheet_main(["--image_size", "8", "--scale", "100000", "--out", str(tmp_path / "s.png")])
+    one_line_error(capsys, code, "--scale", "expected at most 2048 px per image")
 
 
 class FakePipeline:
@@ -229,3 +273,19 @@ def test_benchmark_user_error_is_one_line(tmp_path):
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert lines[-1].startswith("factor_importance.py: error: ") and "nope" in lines[-1], proc.stderr
+
+
+def test_latent_cache_output_may_not_overwrite_its_inputs(tmp_path, capsys):
+    from encdiff_pipeline.training.latent_cache import main as cache_main
+
+    vae = tmp_path / "vq"
+    vae.mkdir()
+    (vae / "config.json").write_text("{}")
+    data = tmp_path / "data.h5"
+    data.write_bytes(b"precious")
+    for output, message in ((vae / "diffusion_pytorch_model.safetensors", "is inside --vae_path"),
+                            (data, "is --dataset itself")):
+        with pytest.raises(SystemExit):
+            cache_main(["--vae_path", str(vae), "--dataset", str(data), "--output", str(output)])
+        assert message in capsys.readouterr().err
+    assert data.read_bytes() == b"precious" and sorted(p.name for p in vae.iterdir()) == ["config.json"]

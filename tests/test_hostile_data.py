@@ -160,3 +160,77 @@ def test_datasets_folder_with_images_of_mixed_sizes_is_named(tmp_path):
 def test_procedural_conflicting_or_non_numeric_options(kwargs, message):
     with pytest.raises(ValueError, match=message):
         load_factor_dataset("procedural-shapes3d", **{"image_size": 8, **kwargs})
+
+
+# ---- second probe: 16-bit pictures, fractional indices, datasets folders with bad columns ----
+def _celeba_folder(folder, picture):
+    folder.mkdir(exist_ok=True)
+    (folder / "list_attr_celeba.txt").write_text("1\nSmiling Male\na.png 1 -1\n")
+    picture.save(folder / "a.png")
+    return str(folder)
+
+
+def test_celeba_16_bit_png_keeps_its_grey_level(tmp_path):
+    """C32b: a 16-bit PNG is scaled to 8 bits, not clipped to white."""
+    import PIL.Image
+
+    folder = _celeba_folder(tmp_path / "c", PIL.Image.fromarray(np.full((16, 16), 30000, np.uint16)))
+    images = load_factor_dataset(folder, image_size=8).get_images([0])
+    assert np.allclose(images, 30000 / 65535, atol=1 / 255)
+
+
+def test_float_picture_is_refused():
+    import PIL.Image
+
+    from encdiff_pipeline.data.checks import picture_8bit
+
+    with pytest.raises(ValueError, match=r"x.tif: a floating-point \('F'\) image; expected 8-bit or 16-bit"):
+        picture_8bit(PIL.Image.new("F", (4, 4)), "x.tif")
+    with pytest.raises(ValueError, match="row 3: expected an image, got a int"):
+        picture_8bit(7, "row 3")
+
+
+@pytest.mark.parametrize("indices, message", [([0.5], "grid index must be integers, got 0.5"),
+                                              (["a"], "grid index must be integers, got 'a'"),
+                                              ([float("nan")], "grid index must be integers, got nan")])
+def test_fractional_indices_are_refused_not_truncated(indices, message):
+    """C48: get_images([0.5]) is not image 0."""
+    data = ProceduralShapes3D(image_size=8, factor_sizes=[2, 2, 2, 2, 2, 2])
+    with pytest.raises(ValueError, match=message):
+        data.get_images(indices)
+    assert data.get_images([1.0]).shape == (1, 8, 8, 3)  # an integral float is an index
+
+
+def _datasets_folder(tmp_path, columns):
+    datasets = pytest.importorskip("datasets")
+    folder = str(tmp_path / "ds")
+    datasets.Dataset.from_dict(columns).save_to_disk(folder)
+    return folder
+
+
+def test_datasets_folder_label_and_image_problems_are_named(tmp_path):
+    """C36-C39: string labels, no rows, ints for images, NaN labels."""
+    import PIL.Image
+
+    images = [PIL.Image.new("RGB", (8, 8))] * 4
+    cases = [
+        ({"image": images, "label_a": ["x", "x", "y", "y"], "label_b": ["p", "q", "p", "q"]},
+         r"label column 'label_a' holds .* values \(e.g. 'x'\); expected numbers"),
+        ({"image": [1, 2, 3, 4], "label_a": [0.0, 0.0, 1.0, 1.0], "label_b": [0.0, 1.0, 0.0, 1.0]},
+         r"row 0 of 'image': expected an image, got a int"),
+        ({"image": images, "label_a": [0.0, 0.0, 1.0, np.nan], "label_b": [0.0, 1.0, 0.0, 1.0]},
+         r"1 labels are NaN or infinite \(first: row 3, factor 'a'\)"),
+    ]
+    for k, (columns, message) in enumerate(cases):
+        folder = _datasets_folder(tmp_path / str(k), columns)
+        with pytest.raises(ValueError, match=message):
+            load_factor_dataset(folder)
+
+
+def test_datasets_folder_without_rows_is_named(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    features = datasets.Features({"image": datasets.Image(), "label_a": datasets.Value("float64")})
+    folder = str(tmp_path / "empty")
+    datasets.Dataset.from_dict({"image": [], "label_a": []}, features=features).save_to_disk(folder)
+    with pytest.raises(ValueError, match="the dataset has no rows"):
+        load_factor_dataset(folder)

@@ -201,7 +201,7 @@ def test_failed_save_into_an_existing_folder_leaves_the_old_save(copy, saved, mo
 def test_interrupted_save_is_refused_on_load(copy):
     folder = copy()
     (folder / ".encdiff_save_incomplete").write_text("{}")  # what a process killed mid-save leaves
-    with pytest.raises(OSError, match="save_pretrained into this folder was interrupted"):
+    with pytest.raises(OSError, match="save_pretrained into this folder is in progress or was interrupted"):
         EncDiffPipeline.from_pretrained(folder)
 
 

@@ -17,7 +17,7 @@ def test_huge_concepts_raise_instead_of_black_images(pipe):
         pipe(concepts=torch.full((1, NUM_CONCEPTS), 1e30), num_inference_steps=2, output_type="pil")
 
 
-@pytest.mark.parametrize("eta", [float("nan"), float("inf"), -1.0, "1"])
+@pytest.mark.parametrize("eta", [float("nan"), float("inf"), -1.0, "1", True])
 def test_bad_eta_is_refused(pipe, eta):
     with pytest.raises(ValueError, match="eta must be a finite number >= 0"):
         pipe(images=tiny_images(2), num_inference_steps=2, eta=eta)
@@ -76,3 +76,44 @@ def test_model_card_metrics_nan_is_not_metadata_and_strings_are_refused():
     assert "| ds | dci | n/a |" in card and "| ds | mig | 0.25 |" in card
     with pytest.raises(ValueError, match=r"metrics\['ds'\]\['mig'\] must be a number, got 'high'"):
         render_model_card(pipe, metrics={"ds": {"mig": "high"}})
+
+
+# ---- second probe: concepts that are not real numbers, meta tensors, fractional timesteps ----
+@pytest.mark.parametrize("concepts, message", [
+    (np.array([[1, 2, 3, None]], dtype=object), "concepts must be real numbers of shape \\(B, 4\\), got ndarray that is not numeric"),
+    ([["a", "b", "c", "d"]], "concepts must be real numbers of shape \\(B, 4\\), got list that is not numeric"),
+    (torch.zeros(1, NUM_CONCEPTS, dtype=torch.complex64), "got complex values"),
+    (torch.empty(2, NUM_CONCEPTS, device="meta"), "concepts is a meta tensor"),
+])
+def test_concepts_that_are_not_real_numbers_are_named(pipe, concepts, message):
+    """A28, A29, A31, A32: named, and the imaginary part of complex concepts is not silently dropped."""
+    with pytest.raises(ValueError, match=message):
+        pipe(concepts=concepts, num_inference_steps=1)
+
+
+def test_meta_images_are_named(pipe):
+    """A07."""
+    with pytest.raises(ValueError, match="images is a meta tensor"):
+        pipe.encode(torch.empty(2, 3, 8, 8, device="meta"))
+
+
+@pytest.mark.parametrize("timestep", [3.5, True, [0, 2.5]])
+def test_attention_map_timesteps_must_be_integers(pipe, timestep):
+    """A51: 3.5 is not silently timestep 3."""
+    with pytest.raises(ValueError, match="timestep must be an int or a non-empty list of ints"):
+        pipe.attention_maps(tiny_images(2), timestep=timestep)
+    assert pipe.attention_maps(tiny_images(1), timestep=np.int64(5)).shape[1] == NUM_CONCEPTS
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda p, x: p.swap(x, source=True, num_inference_steps=1), "source must be an int indexing the batch of 2 images, got True"),
+    (lambda p, x: p.swap(x, source=0.5, num_inference_steps=1), "source must be an int indexing the batch of 2 images, got 0.5"),
+    (lambda p, x: p.traverse(x[:1], concept_index=True, num_values=2, num_inference_steps=1), "concept_index must be an int in"),
+    (lambda p, x: p.traverse(x[:1], concept_index=1.5, num_values=2, num_inference_steps=1), "concept_index must be an int in"),
+    (lambda p, x: p.traverse(x[:1], 0, values=torch.zeros(2, 2), num_inference_steps=1), r"values must be a 1-D list .*\(2, 2\)"),
+    (lambda p, x: p.traverse(x[:1], 0, values=["a", "b"], num_inference_steps=1), "values must be a 1-D list of finite numbers"),
+])
+def test_swap_and_traverse_indices_and_values_are_named(pipe, call, message):
+    """A37, A38, A44, A45 (raw torch errors before), A47 (a 2-D values tensor was silently flattened)."""
+    with pytest.raises(ValueError, match=message):
+        call(pipe, tiny_images(2))

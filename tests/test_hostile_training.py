@@ -63,6 +63,17 @@ def _copy(base_run, tmp_path):
     (["--max_train_steps", "2", "--checkpoints_total_limit", "0"], "--checkpoints_total_limit must be >= 1"),
     (["--max_train_steps", "2", "--validation_metrics", "mig", "--metric_num_train", "1"],
      "--metric_num_train must be >= 2 for --validation_metrics mig"),
+    # the second probe's unfinished runs, and options given as JSON that is not an object
+    (["--max_train_steps", "2", "--learning_rate", "0"], "--learning_rate must be a finite number > 0, got 0.0"),
+    (["--max_train_steps", "2", "--validation_steps", "0"], "--validation_steps must be >= 1, got 0"),
+    (["--max_train_steps", "2", "--gradient_accumulation_steps", "0"], "--gradient_accumulation_steps must be >= 1"),
+    (["--max_train_steps", "2", "--ema_decay", "1.5"], "--ema_decay must be in [0.0, 1.0], got 1.5"),
+    (["--max_train_steps", "2", "--lr_warmup_steps", "-5"], "--lr_warmup_steps must be >= 0, got -5"),
+    (["--max_train_steps", "2", "--max_grad_norm", "-1"], "--max_grad_norm must be >= 0.0, got -1.0"),
+    (["--max_train_steps", "2", "--edge_loss_weight", "nan"], "edge_loss_weight must be >= 0, got nan"),
+    (["--max_train_steps", "2", "--dataset_options", "[1,2]"], "--dataset_options: '[1,2]' is not a JSON object"),
+    (["--max_train_steps", "2", "--validation_dataset_options", '{"image_size": Infinity}'],
+     "--validation_dataset_options: '{\"image_size\": Infinity}' is not valid JSON (Infinity is not a JSON number)"),
 ])
 def test_bad_numbers_stop_before_anything_is_written(script, tmp_path, capsys, extra, message):
     out = str(tmp_path / "run")
@@ -134,6 +145,46 @@ def test_leftovers_of_a_failed_start_are_cleared_not_blocking(tmp_path, capsys):
         checkpointing.check_run_folder(run, None, {"seed": 0}, ["seed"], "training_args.json")
 
 
+@pytest.mark.parametrize("user_file", ["validation/heldout_img.png", "logs/my_experiment_notes.txt",
+                                       "validation/step-000002/mine.png", "logs/encdiff/notes.md"])
+def test_users_files_in_a_failed_start_are_never_deleted(tmp_path, user_file):
+    """A folder the script started holds a user's file too: refused, nothing deleted (E01, E02)."""
+    run = str(tmp_path / "run")
+    checkpointing.write_run_settings(run, {"seed": 0}, "training_args.json")
+    os.makedirs(os.path.join(run, "validation", "step-000002"))
+    open(os.path.join(run, "validation", "step-000002", "swap.png"), "wb").write(b"png")
+    os.makedirs(os.path.join(run, os.path.dirname(user_file)), exist_ok=True)
+    open(os.path.join(run, user_file), "w").write("precious")
+    before = sorted(os.path.relpath(os.path.join(r, f), run) for r, _, fs in os.walk(run) for f in fs)
+    with pytest.raises(SystemExit, match=rf"also files this script did not write \({user_file}\).*nothing in it was changed"):
+        checkpointing.check_run_folder(run, None, {"seed": 0}, ["seed"], "training_args.json")
+    assert sorted(os.path.relpath(os.path.join(r, f), run) for r, _, fs in os.walk(run) for f in fs) == before
+
+
+@pytest.mark.parametrize("entries", [["training_args.json"], ["validation/heldout.png"], ["logs/train_log.jsonl"],
+                                     ["training_args.json", "logs/train_log.jsonl"]])
+def test_folder_the_script_did_not_start_is_refused_not_cleared(tmp_path, entries):
+    """Names the script writes, but no mark of this script's start: a user's folder, left as it is."""
+    run = tmp_path / "run"
+    for entry in entries:
+        (run / entry).parent.mkdir(parents=True, exist_ok=True)
+        (run / entry).write_text("{}")
+    with pytest.raises(SystemExit, match=r"already holds another run \(or other files: .*nothing in it was changed"):
+        checkpointing.check_run_folder(str(run), None, {"seed": 0}, ["seed"], "training_args.json")
+    assert all((run / entry).read_text() == "{}" for entry in entries)
+
+
+def test_failed_start_with_only_its_own_files_is_cleared(tmp_path, capsys):
+    run = tmp_path / "run"
+    checkpointing.write_run_settings(str(run), {"seed": 0}, "training_args.json")
+    for rel in ("logs/train_log.jsonl", "logs/encdiff/events.out.tfevents.1.host", "validation/step-000002/swap.png",
+                "validation/step-000002/.metrics.json.abc.tmp", "checkpoint-2.tmp/unet/config.json", ".lock"):
+        (run / rel).parent.mkdir(parents=True, exist_ok=True)
+        (run / rel).write_text("x")
+    assert checkpointing.check_run_folder(str(run), None, {"seed": 0}, ["seed"], "training_args.json") is None
+    assert os.listdir(run) == [".lock"] and "clearing them" in capsys.readouterr().err
+
+
 def test_second_training_into_the_same_folder_is_refused(script, tmp_path):
     out = str(tmp_path / "run")
     holder = checkpointing.RunLock(out)  # stands for a training already running there
@@ -178,6 +229,16 @@ def test_resume_latest_skips_a_damaged_newest_checkpoint(base_run, tmp_path, cap
     if action is not None:
         with pytest.raises(SystemExit, match="checkpoint-4.*intact checkpoints: \\['checkpoint-2'\\]"):
             checkpointing.check_run_folder(run, os.path.join(run, "checkpoint-4"), settings, ["seed"], "training_args.json")
+
+
+def test_checkpoint_left_as_old_by_a_killed_resave_is_found_again(base_run, tmp_path, capsys):
+    """A kill between swap_into_place's two renames leaves checkpoint-4.old and no checkpoint-4."""
+    run = _copy(base_run, tmp_path)
+    os.replace(os.path.join(run, "checkpoint-4"), os.path.join(run, "checkpoint-4.old"))
+    settings = json.load(open(os.path.join(run, "training_args.json")))
+    chosen = checkpointing.check_run_folder(run, "latest", settings, ["seed"], "training_args.json")
+    assert os.path.basename(chosen) == "checkpoint-4" and not os.path.exists(os.path.join(run, "checkpoint-4.old"))
+    assert "restored checkpoint-4 from checkpoint-4.old" in capsys.readouterr().err
 
 
 def test_corrupt_training_args_is_named(base_run, tmp_path):

@@ -67,7 +67,8 @@ def test_a_patch_preset_trains_its_unet_on_patches(tmp_path):
            "--dataset", "procedural-shapes3d", "--output_dir", str(out), "--max_train_steps", "2", "--seed", "0",
            "--validation_steps", "2", "--num_validation_images", "2", "--validation_inference_steps", "2",
            "--validation_metrics", "none", "--report_to", "none"]
-    result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": REPO})  # this checkout's package
     assert result.returncode == 0, result.stderr[-2000:]
     pipe = EncDiffPipeline.from_pretrained(out)
     assert isinstance(pipe.vae, PatchAutoencoder)

@@ -41,7 +41,7 @@ def test_generation_fidelity_of_the_final_pipeline_goes_to_its_file_and_card(tmp
     (["--token_dropout", "1.0"], r"token_dropout must be in \[0, 1\)"),
     (["--token_dropout", "0.1", "--guidance_scale", "nan"], "guidance_scale must be a finite number"),
     (["--fidelity_options", '{"num_images": 4}'], "--fidelity_options needs --generation_fidelity"),
-    (["--generation_fidelity", "--fidelity_options", "[1]"], "must be a JSON object"),
+    (["--generation_fidelity", "--fidelity_options", "[1]"], "JSON object"),
 ])
 def test_guidance_and_fidelity_flags_are_checked_up_front(tmp_path, capsys, extra, message):
     from training import train_encdiff

@@ -15,7 +15,6 @@ as train_encdiff.py: resumable checkpoints, a total limit, crash-safe saves.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import time
@@ -29,6 +28,7 @@ from diffusers import AutoencoderKL, VQModel
 from diffusers.optimization import get_scheduler
 from tqdm.auto import tqdm
 
+from encdiff_pipeline.cli import json_object_argument
 from encdiff_pipeline.data.run_data import train_dataset_spec
 from encdiff_pipeline.image_range import to_model_input, to_unit_images
 from encdiff_pipeline.latents import encode_first_stage
@@ -57,7 +57,7 @@ AUTOENCODER_PRESETS = {
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--dataset", default="procedural-shapes3d", help="factor dataset source (as for train_encdiff.py)")
-    p.add_argument("--dataset_options", type=json.loads, default={}, help="JSON keyword options for load_factor_dataset")
+    p.add_argument("--dataset_options", type=json_object_argument, default={}, help="JSON keyword options for load_factor_dataset")
     add_image_size_argument(p, default_preset="paper")  # the latent EncDiff preset a first stage serves
     p.add_argument("--model_type", default="vq", choices=["vq", "kl"], help="diffusers VQModel or AutoencoderKL")
     p.add_argument("--preset", default="paper", choices=sorted(AUTOENCODER_PRESETS), help="first-stage size (all f=4)")

@@ -29,6 +29,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 
+from encdiff_pipeline.cli import json_object_argument
 from encdiff_pipeline.atomic import atomic_folder, write_json
 from encdiff_pipeline.baselines import BASELINES, FactorVAEModel
 from encdiff_pipeline.image_range import to_model_input, to_unit_range
@@ -44,10 +45,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--model", required=True, choices=sorted(BASELINES), help="which baseline to train")
     p.add_argument("--dataset", default=PROCEDURAL, help="factor dataset: 'procedural-shapes3d', a file/folder or a Hub id")
-    p.add_argument("--dataset_options", type=json.loads, default={}, help="JSON options for load_factor_dataset")
+    p.add_argument("--dataset_options", type=json_object_argument, default={}, help="JSON options for load_factor_dataset")
     add_image_size_argument(p, default_preset="small")  # the CPU default EncDiff the baselines are compared with
     p.add_argument("--validation_dataset", default=None, help="held factor dataset (default: a 10,000-point procedural sub-grid)")
-    p.add_argument("--validation_dataset_options", type=json.loads, default=None, help="JSON options for the held dataset")
+    p.add_argument("--validation_dataset_options", type=json_object_argument, default=None, help="JSON options for the held dataset")
     p.add_argument("--output_dir", required=True, help="run folder: logs, model, grids")
     p.add_argument("--seed", type=int, default=0, help="seed of initialisation, data order and noise (metrics: seed 0)")
     p.add_argument("--train_batch_size", type=int, default=64, help="images per step (disentanglement_lib: 64)")

@@ -46,6 +46,7 @@ from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
 
+from encdiff_pipeline.cli import json_object_argument
 from encdiff_pipeline.conditioning import unet_conditioning
 from encdiff_pipeline.deterministic_decoder import deterministic_decode
 from encdiff_pipeline.image_range import to_model_input
@@ -90,7 +91,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     # data and model
     p.add_argument("--dataset", default=PROCEDURAL,
                    help="factor dataset: 'procedural-shapes3d', a file/folder in a supported format, a local `datasets` folder or a Hub id")
-    p.add_argument("--dataset_options", type=json.loads, default={},
+    p.add_argument("--dataset_options", type=json_object_argument, default={},
                    help='JSON keyword options for load_factor_dataset, e.g. \'{"factor_sizes": [4,4,4,8,4,15]}\' '
                         "(their image_size is --image_size unless given)")
     add_image_size_argument(p, default_preset=None)
@@ -170,7 +171,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="validate every K steps (default: --checkpointing_steps, unless --validation_minutes is given)")
     p.add_argument("--validation_minutes", type=float, default=None, help="validate every this many minutes of training time")
     p.add_argument("--validation_dataset", default=None, help="held factor dataset for the metrics (default: a 10,000-point procedural sub-grid, or --dataset)")
-    p.add_argument("--validation_dataset_options", type=json.loads, default=None, help="JSON options for the held dataset")
+    p.add_argument("--validation_dataset_options", type=json_object_argument, default=None, help="JSON options for the held dataset")
     p.add_argument("--validation_metrics", default="factor_vae,dci,mig", help="comma list of factor_vae, dci, mig; 'none' to skip")
     p.add_argument("--metric_num_train", type=int, default=2000, help="training samples / votes of each metric")
     p.add_argument("--metric_num_eval", type=int, default=1000, help="evaluation samples / votes of FactorVAE and DCI")
@@ -179,7 +180,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--generation_fidelity", action="store_true",
                    help="at the end, read the final pipeline's reconstructions, swaps and traversals with a factor probe "
                         "trained on --dataset (cached), into RUN/generation_fidelity.json and the model card")
-    p.add_argument("--fidelity_options", type=json.loads, default={},
+    p.add_argument("--fidelity_options", type=json_object_argument, default={},
                    help='JSON keyword options of generation_fidelity, e.g. \'{"num_images": 128, "probe_options": {"steps": 500}}\'')
     # output
     p.add_argument("--push_to_hub", action="store_true", help="push the final pipeline to the Hub")
@@ -194,8 +195,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                  "num_validation_images", "validation_inference_steps"):
         if getattr(args, name) < 1:
             p.error(f"--{name} must be >= 1, got {getattr(args, name)}")
-    if not isinstance(args.fidelity_options, dict):
-        p.error(f"--fidelity_options must be a JSON object, got {args.fidelity_options!r}")
     if args.fidelity_options and not args.generation_fidelity:
         p.error("--fidelity_options needs --generation_fidelity")
     unknown = set(args.validation_metrics.split(",")) - {"factor_vae", "dci", "mig", "none"}
@@ -613,8 +612,11 @@ def write_pipeline(pipeline: EncDiffPipeline, args, validation: dict) -> None:
     """Save the pipeline into output_dir (beside checkpoints and logs) with its model card and swap grid."""
     import shutil
 
+    from encdiff_pipeline.atomic import atomic_path
+
     pipeline.encoder.eval()
-    shutil.copyfile(os.path.join(args.output_dir, validation["images"]["swap"]), os.path.join(args.output_dir, "swap.png"))
+    with atomic_path(os.path.join(args.output_dir, "swap.png"), suffix=".png") as tmp:  # never a torn grid
+        shutil.copyfile(os.path.join(args.output_dir, validation["images"]["swap"]), tmp)
     pipeline.save_pretrained(args.output_dir, metrics=card_metrics(args, validation),
                              training=training_facts(args, validation))
 

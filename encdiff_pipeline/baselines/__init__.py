@@ -33,7 +33,9 @@ def load_baseline(path: str | os.PathLike) -> VAEModel:
     classes = {cls.__name__: cls for cls in BASELINES.values()}
     if class_name not in classes:
         raise ValueError(f"{config_file}: _class_name {class_name!r} is not one of {sorted(classes)}")
-    return classes[class_name].from_pretrained(path, use_safetensors=True)  # a pickle .bin is never read
+    from ..hub import load_model_folder
+
+    return load_model_folder(classes[class_name], path)  # safetensors only: a pickle .bin is never read
 
 
 __all__ = [

@@ -94,7 +94,7 @@ class Cars3D(FactorDataset):
         return self._views[k]
 
     def get_images(self, indices: Sequence[int]) -> np.ndarray:
-        factors = self.index_to_factors(np.asarray(indices, dtype=np.int64).reshape(-1))
+        factors = self.index_to_factors(self.check_indices(indices))
         out = np.empty((len(factors), CARS3D_SIDE, CARS3D_SIDE, 3), dtype=np.float32)
         for i, (e, a, k) in enumerate(factors):
             out[i] = self._car(int(k))[e, a]

@@ -25,6 +25,8 @@ import numpy as np
 import torch
 
 from ..image_range import to_model_input
+from .checks import picture_8bit
+from .factor_dataset import integer_array
 
 ATTRIBUTE_FILE = "list_attr_celeba.txt"
 
@@ -115,7 +117,9 @@ class CelebA(torch.utils.data.Dataset):
     def get_images(self, indices: Sequence[int]) -> np.ndarray:
         from PIL import Image
 
-        indices = np.asarray(indices, dtype=np.int64).reshape(-1)
+        indices = integer_array(indices, "CelebA index").reshape(-1)
+        if indices.size and (indices.min() < 0 or indices.max() >= len(self)):
+            raise IndexError(f"CelebA index out of range [0, {len(self)})")
         out = np.empty((len(indices), self.image_size, self.image_size, 3), dtype=np.float32)
         for i, index in enumerate(indices):
             if self._hf is not None:
@@ -127,7 +131,8 @@ class CelebA(torch.utils.data.Dataset):
                         picture = opened.copy()
                 except OSError as error:
                     raise OSError(f"{path}: cannot read the CelebA image: {error}") from error
-            out[i] = np.asarray(face_crop(picture, self.image_size), dtype=np.float32) / 255.0
+            where = self.image_paths[index] if self._hf is None else f"row {int(index)} of the CelebA dataset"
+            out[i] = np.asarray(face_crop(picture_8bit(picture, where), self.image_size), dtype=np.float32) / 255.0
         return out
 
     def __getitem__(self, index: int):

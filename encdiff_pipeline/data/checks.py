@@ -70,3 +70,22 @@ def check_positive_int(name: str, value, minimum: int = 1) -> int:
     if isinstance(value, (bool, np.bool_)) or not integral or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return int(value)
+
+
+def picture_8bit(picture, source: str):
+    """A PIL picture in a mode whose `convert("RGB")` keeps its values: 16-bit greyscale ('I;16*', or
+    'I' within 0..65535) is scaled to 8 bits (PIL would clip it to white). Anything that is not a
+    picture, or a float / out-of-range integer one, is a ValueError naming `source`."""
+    from PIL import Image
+
+    if not isinstance(picture, Image.Image):
+        raise ValueError(f"{source}: expected an image, got a {type(picture).__name__} ({str(picture)[:40]!r})")
+    if picture.mode.startswith("I;16") or picture.mode == "I":
+        values = np.asarray(picture).astype(np.int64)
+        if values.size and (values.min() < 0 or values.max() > 65535):
+            raise ValueError(f"{source}: a {picture.mode} image with values in [{values.min()}, {values.max()}]; "
+                             "expected 8-bit or 16-bit pixels")
+        return Image.fromarray(np.round(values / 257.0).astype(np.uint8), mode="L")
+    if picture.mode == "F":
+        raise ValueError(f"{source}: a floating-point ('F') image; expected 8-bit or 16-bit pixels")
+    return picture

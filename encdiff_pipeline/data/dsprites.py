@@ -74,8 +74,7 @@ class DSprites(FactorDataset):
         check_stored_images(self._images, self.path, "imgs", max_value=1)
 
     def get_images(self, indices: Sequence[int]) -> np.ndarray:
-        indices = np.asarray(indices, dtype=np.int64).reshape(-1)
-        self.index_to_factors(indices)  # range check
+        indices = self.check_indices(indices)
         rows = indices if self._index_to_row is None else self._index_to_row[indices]
         return self._resized(self._images[rows].astype(np.float32)[..., None])
 

@@ -71,7 +71,7 @@ class FactorDataset(torch.utils.data.Dataset):
 
     def factors_to_index(self, factors) -> np.ndarray:
         """Factor classes (..., num_factors) -> grid indices (...)."""
-        factors = np.asarray(factors, dtype=np.int64)
+        factors = integer_array(factors, "factor classes")
         if factors.shape[-1] != self.num_factors:
             raise ValueError(
                 f"expected factor vectors of length {self.num_factors} ({self.factor_names}), "
@@ -84,11 +84,18 @@ class FactorDataset(torch.utils.data.Dataset):
 
     def index_to_factors(self, index) -> np.ndarray:
         """Grid indices (...) -> factor classes (..., num_factors)."""
-        index = np.asarray(index, dtype=np.int64)
+        index = integer_array(index, "grid index")
         if np.any(index < 0) or np.any(index >= len(self)):
             raise IndexError(f"grid index out of range [0, {len(self)})")
         sizes = np.asarray(self.factor_sizes, dtype=np.int64)
         return (index[..., None] // self._strides) % sizes
+
+    def check_indices(self, indices) -> np.ndarray:
+        """Grid indices as a flat int64 array, range-checked; fractions and non-numbers are refused
+        (an index 0.5 is not silently read as 0)."""
+        indices = integer_array(indices, "grid index").reshape(-1)
+        self.index_to_factors(indices)
+        return indices
 
     # -- disentanglement_lib sampling -------------------------------------------------------------
     def sample_factors(self, num: int, random_state: np.random.RandomState) -> np.ndarray:
@@ -124,6 +131,18 @@ class FactorDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int):
         tensor = to_model_input(self.get_images(np.asarray([index])))[0]
         return tensor, torch.from_numpy(self.index_to_factors(index))
+
+
+def integer_array(values, what: str) -> np.ndarray:
+    """`values` as an int64 array; a ValueError naming `what` for fractional, non-finite or non-numeric values."""
+    array = np.asarray(values)
+    if array.dtype.kind in "iub" or array.size == 0:
+        return array.astype(np.int64)
+    if array.dtype.kind == "f" and np.isfinite(array).all() and (array == np.round(array)).all():
+        return array.astype(np.int64)
+    flat = array.reshape(-1)
+    bad = flat[~(np.isfinite(flat) & (flat == np.round(flat)))][0] if array.dtype.kind == "f" else flat[0]
+    raise ValueError(f"{what} must be integers, got {bad.item()!r} (dtype {array.dtype})")
 
 
 class FactorGrid(FactorDataset):

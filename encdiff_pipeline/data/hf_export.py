@@ -54,7 +54,7 @@ def to_hf_dataset(dataset, indices: Optional[Sequence[int]] = None, batch_size: 
     """`datasets.Dataset` holding the images and factor classes of `indices` (default: all)."""
     import datasets
 
-    indices = np.arange(len(dataset)) if indices is None else np.asarray(indices, dtype=np.int64).reshape(-1)
+    indices = np.arange(len(dataset)) if indices is None else dataset.check_indices(indices)
     features = factor_dataset_features(dataset)
     values = dataset.factor_values or [None] * dataset.num_factors
 

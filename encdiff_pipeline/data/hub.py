@@ -21,6 +21,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from .checks import check_finite_labels, picture_8bit
 from .factor_dataset import FactorDataset
 from .grid_inference import infer_grid
 from .shapes3d import SHAPES3D_FACTOR_NAMES
@@ -54,8 +55,16 @@ class HFFactorDataset(FactorDataset):
             raise ValueError(f"{source}: expected factor label columns (e.g. 'label_<factor>'); "
                              f"missing {missing or 'all'}; columns are {dataset.column_names}")
         self.factor_names = [c[len("label_"):] if c.startswith("label_") else c for c in factor_columns]
+        if len(dataset) == 0:
+            raise ValueError(f"{source}: the dataset has no rows; expected one image per factor combination")
         table = dataset.data  # arrow table: label columns are read without decoding any image
-        labels = np.stack([np.asarray(table.column(c).to_numpy()) for c in factor_columns], axis=1)
+        columns = [np.asarray(table.column(c).to_numpy()) for c in factor_columns]
+        for column, values in zip(factor_columns, columns):
+            if values.dtype.kind not in "biuf":
+                raise ValueError(f"{source}: label column '{column}' holds {values.dtype} values (e.g. {values[0]!r}); "
+                                 "expected numbers (factor values or class indices)")
+        labels = np.stack(columns, axis=1)
+        check_finite_labels(labels, source, self.factor_names)
         grid = infer_grid(labels, source, self.factor_names)
         self.factor_sizes = grid.factor_sizes
         self._index_to_row = grid.index_to_row
@@ -82,6 +91,7 @@ class HFFactorDataset(FactorDataset):
 
     def _decode(self, rows: Sequence[int]) -> np.ndarray:
         pictures = self._images[list(rows)][self._image_column]
+        pictures = [picture_8bit(p, f"{self.source}: row {row} of '{self._image_column}'") for p, row in zip(pictures, rows)]
         images = [np.asarray(p.convert("RGB") if p.mode not in ("RGB", "L") else p) for p in pictures]
         sizes = sorted({image.shape for image in images})
         if len(sizes) > 1:
@@ -91,8 +101,7 @@ class HFFactorDataset(FactorDataset):
         return images[..., None] if images.ndim == 3 else images
 
     def get_images(self, indices: Sequence[int]) -> np.ndarray:
-        indices = np.asarray(indices, dtype=np.int64).reshape(-1)
-        self.index_to_factors(indices)  # range check
+        indices = self.check_indices(indices)
         rows = indices if self._index_to_row is None else self._index_to_row[indices]
         return self._resized(self._decode(rows.tolist()))
 
@@ -116,7 +125,11 @@ def _open_table(source: str, split: str, **load_options):
 
     if os.path.isdir(source) and (os.path.isfile(os.path.join(source, "dataset_info.json"))
                                   or os.path.isfile(os.path.join(source, "dataset_dict.json"))):
-        table = datasets.load_from_disk(source)
+        try:
+            table = datasets.load_from_disk(source)
+        except IndexError:  # datasets fails so on a folder saved without rows (no arrow files)
+            raise ValueError(f"{source}: the dataset has no rows (its `save_to_disk` folder holds no data files); "
+                             "expected one image per factor combination") from None
     elif os.path.isfile(source) and source.endswith(".parquet"):
         table = _load_parquet(source, source, split, **load_options)
     elif os.path.isdir(source):

@@ -64,6 +64,5 @@ class MPI3D(FactorDataset):
         self._set_output(image_size, channels, stored_channels=3)
 
     def get_images(self, indices: Sequence[int]) -> np.ndarray:
-        indices = np.asarray(indices, dtype=np.int64).reshape(-1)
-        self.index_to_factors(indices)  # range check
+        indices = self.check_indices(indices)
         return self._resized(self._images[indices].astype(np.float32) / 255.0)

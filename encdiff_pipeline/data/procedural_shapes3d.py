@@ -175,8 +175,7 @@ class ProceduralShapes3D(FactorDataset):
         return images.reshape(len(factors), self.image_size, self.image_size, 3)
 
     def get_images(self, indices: Sequence[int]) -> np.ndarray:
-        indices = np.asarray(indices, dtype=np.int64).reshape(-1)
-        return self.render_factors(self.index_to_factors(indices))
+        return self.render_factors(self.index_to_factors(self.check_indices(indices)))
 
     def sample_observations_from_factors(self, factors, random_state=None) -> np.ndarray:
         return self.render_factors(factors)

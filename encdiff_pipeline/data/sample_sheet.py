@@ -12,6 +12,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 MIN_CELL = 64  # images are enlarged (nearest neighbour) to at least this many pixels
+MAX_CELL = 2048  # and to at most this many: a sheet of 15 x 6 such cells is already ~1 GB of pixels
 
 
 def sample_sheet(dataset, base_factors: Optional[Sequence[int]] = None, columns: int = 15,
@@ -40,6 +41,9 @@ def sample_sheet(dataset, base_factors: Optional[Sequence[int]] = None, columns:
     num_cols = max(len(row) for row in rows)
     col_labels = ["first class"] + [""] * (num_cols - 2) + ["last class"] if num_cols > 1 else ["class"]
     cell = MIN_CELL if scale is None else scale * min(rows[0].shape[1:3])
+    if cell > MAX_CELL:
+        raise ValueError(f"--scale / scale {scale} enlarges the {min(rows[0].shape[1:3])}-px images to {cell} px; expected "
+                         f"at most {MAX_CELL} px per image (scale <= {MAX_CELL // min(rows[0].shape[1:3])})")
     grid = image_grid(rows, row_labels=[f"{name} ({size})" for name, size in zip(dataset.factor_names, sizes)],
                       col_labels=col_labels, min_cell_size=cell)
     return np.asarray(grid)
@@ -65,7 +69,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def _main(argv: Optional[Sequence[str]] = None) -> None:
-    from ..cli import check_output_file
+    from ..cli import check_output_file, check_output_spares_input
     from .loading import load_factor_dataset
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -82,6 +86,7 @@ def _main(argv: Optional[Sequence[str]] = None) -> None:
         value = getattr(args, name)
         if value is not None and value < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+    check_output_spares_input("--out", args.out, "--dataset", args.dataset)
     check_output_file(args.out, "--out")
     options = {"image_size": args.image_size} if args.image_size else {}
     dataset = load_factor_dataset(args.dataset, **options)

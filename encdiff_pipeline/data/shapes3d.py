@@ -86,8 +86,7 @@ class Shapes3D(FactorDataset):
         return self._file["images"]
 
     def get_images(self, indices: Sequence[int]) -> np.ndarray:
-        indices = np.asarray(indices, dtype=np.int64).reshape(-1)
-        self.index_to_factors(indices)  # range check
+        indices = self.check_indices(indices)
         rows = indices if self._index_to_row is None else self._index_to_row[indices]
         # one read per row: h5py's fancy indexing (a point selection) is much slower
         images = self._images()

@@ -29,7 +29,7 @@ from joblib import Parallel, delayed
 from sklearn.ensemble import GradientBoostingClassifier
 
 from .gradient_boosting import PresortedGradientBoostingClassifier
-from .sampling import Representation, sample_codes_and_factors
+from .sampling import Representation, sample_codes_and_factors, warn_small_codes
 
 # "numpy": our vectorised re-implementation of sklearn's default classifier (gradient_boosting.py);
 # "sklearn": sklearn.ensemble.GradientBoostingClassifier, what disentanglement_lib runs.
@@ -159,6 +159,9 @@ def compute_dci(
     x_test, y_test = sample_codes_and_factors(dataset, representation_function, num_test, random_state, batch_size)
     importance, train_acc, test_acc = compute_importance_gbt(
         x_train, y_train, x_test, y_test, random_state, n_jobs, backend)
+    if not importance.any() and np.ptp(x_train, axis=0).max() > 0:
+        warn_small_codes("DCI", x_train, "the gradient-boosted trees found no split on any code, so disentanglement and "
+                         "completeness are 0")
     return {
         "informativeness_train": train_acc,
         "informativeness_test": test_acc,

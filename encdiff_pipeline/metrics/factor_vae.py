@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .sampling import CodeCollector, Representation, check_count, check_random_state, check_representation, codes_of
+from .sampling import (CodeCollector, Representation, check_count, check_random_state, check_representation,
+                       check_sample_budget, codes_of, warn_small_codes)
 
 # Votes are reduced this many at a time (bounds memory on a 480,000 x 20 table).
 _VOTE_CHUNK = 2048
@@ -79,13 +80,24 @@ def compute_factor_vae(
     num_eval = check_count("num_eval", num_eval)
     if num_variance_estimate < 2 or batch_size < 2:
         raise ValueError("num_variance_estimate and batch_size must be at least 2 (variances use ddof=1)")
+    num_variance_estimate = check_count("num_variance_estimate", num_variance_estimate, 2)
+    batch_size = check_count("batch_size", batch_size, 2)
+    check_sample_budget("num_variance_estimate", num_variance_estimate)
+    check_sample_budget("num_train x batch_size", num_train * batch_size)
+    check_sample_budget("num_eval x batch_size", num_eval * batch_size)
     check_random_state(random_state)
     representation = check_representation(dataset, representation_function)
     factors = dataset.sample_factors(num_variance_estimate, random_state)
     codes = codes_of(dataset, representation, factors, random_state)
+    if all(size == 1 for size in dataset.factor_sizes):
+        raise ValueError("FactorVAE is undefined: every factor takes a single value (factor sizes "
+                         f"{list(dataset.factor_sizes)}), so no vote can fix one")
     global_variances = np.var(codes, axis=0, ddof=1)
     active = np.sqrt(global_variances) >= prune_threshold
     if not active.any():
+        if global_variances.max() > 0:
+            warn_small_codes("FactorVAE", codes, f"every dimension's std is below prune_threshold {prune_threshold}, so "
+                             "all are pruned and the score is 0")
         return {"train_accuracy": 0.0, "eval_accuracy": 0.0, "num_active_dims": 0, "num_kept_dims": 0}
 
     num_active = int(active.sum())

@@ -37,6 +37,9 @@ ENCODE_CHUNK = 1024
 # Codes beyond this magnitude overflow the float64 variances and distances the metrics compute
 # (and make the SVM of SAP run without end): refused instead of scored.
 MAX_CODE_MAGNITUDE = 1e100
+# At most this many points are drawn by one sampling call (the published protocols draw up to 640,000):
+# beyond it a metric would run for hours in the drawing loop (or exhaust memory) on any dataset.
+MAX_SAMPLED_POINTS = 10**7
 
 
 def check_count(name: str, value, minimum: int = 1) -> int:
@@ -44,6 +47,30 @@ def check_count(name: str, value, minimum: int = 1) -> int:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return int(value)
+
+
+def check_sample_budget(name: str, points: int) -> None:
+    """ValueError naming `name` when a metric would draw more than `MAX_SAMPLED_POINTS` points."""
+    if points > MAX_SAMPLED_POINTS:
+        raise ValueError(f"{name} asks for {points:,} sampled points, more than the {MAX_SAMPLED_POINTS:,} a metric draws "
+                         "at most (the published protocols use 10,000 samples); pass a smaller count")
+
+
+def warn_small_codes(metric: str, codes: np.ndarray, what: str) -> None:
+    """The metrics keep disentanglement_lib's absolute thresholds (FactorVAE's pruning, SAP's SVM
+    regularisation): a representation that is merely small then scores 0. Say so, with its scale."""
+    import warnings
+
+    spread = float(np.std(codes, axis=0).max()) if codes.size else 0.0
+    warnings.warn(f"{metric}: {what} (largest code std {spread:.3g}); the score is disentanglement_lib's value for these "
+                  "codes, but it reflects their scale, not their structure: standardise the codes (e.g. divide by their "
+                  "std) to score the structure", UserWarning, stacklevel=3)
+
+
+def check_some_factor_varies(metric: str, factors: np.ndarray) -> None:
+    """ValueError when every factor takes a single value in the sample: the metric is undefined."""
+    if factors.size and (factors == factors[:1]).all():
+        raise ValueError(f"{metric} is undefined: every factor takes a single value in the sample")
 
 
 def _check_magnitude(values: np.ndarray, what: str) -> None:
@@ -71,6 +98,9 @@ def check_representation(dataset, representation: Representation) -> Representat
     """
     if callable(representation) and not isinstance(representation, np.ndarray):
         return representation
+    if np.iscomplexobj(representation):
+        raise ValueError("a representation table must hold real numbers; got complex values (take .real or .abs() "
+                         "of the codes yourself if that is meant)")
     try:
         table = np.asarray(representation, dtype=np.float64)
     except (ValueError, TypeError) as error:
@@ -94,6 +124,8 @@ def check_representation(dataset, representation: Representation) -> Representat
 
 
 def _as_codes(codes, num: int) -> np.ndarray:
+    if np.iscomplexobj(codes):
+        raise ValueError("the representation function returned complex codes; expected real numbers")
     codes = np.asarray(codes, dtype=np.float64)
     if codes.ndim == 1:
         codes = codes[:, None]
@@ -165,8 +197,9 @@ def sample_codes_and_factors(
 
     Same random stream as disentanglement_lib's `utils.generate_batch_factor_code`.
     """
-    if num_points < 1 or batch_size < 1:
-        raise ValueError(f"num_points and batch_size must be positive, got {num_points}, {batch_size}")
+    num_points = check_count("num_points (num_train / num_test)", num_points)
+    batch_size = check_count("batch_size", batch_size)
+    check_sample_budget("num_points (num_train / num_test)", num_points)
     check_random_state(random_state)
     representation = check_representation(dataset, representation)
     collector = CodeCollector(dataset, representation)

@@ -23,15 +23,18 @@ import numpy as np
 from joblib import Parallel, delayed
 from sklearn.svm import LinearSVC
 
-from .sampling import Representation, sample_codes_and_factors
+from .sampling import Representation, check_some_factor_varies, sample_codes_and_factors, warn_small_codes
 
 
-def _svc_accuracy(code_train, y_train, code_test, y_test) -> float:
+def _svc_accuracy(code_train, y_train, code_test, y_test) -> tuple[float, bool]:
+    """Test accuracy of the one-code SVM, and whether it predicted a single class for every varying code
+    (its C=0.01 regularisation flattens small codes)."""
     if np.unique(y_train).size < 2:
-        return 0.0  # nothing to separate: a constant factor is predicted by no code better than another
+        return 0.0, False  # nothing to separate: a constant factor is predicted by no code better than another
     classifier = LinearSVC(C=0.01, class_weight="balanced", random_state=0)  # seeded: reproducible reports
     classifier.fit(code_train[:, None], y_train)
-    return float(np.mean(classifier.predict(code_test[:, None]) == y_test))
+    predictions = classifier.predict(code_test[:, None])
+    return float(np.mean(predictions == y_test)), bool(np.unique(predictions).size < 2 and np.ptp(code_train) > 0)
 
 
 def _squared_correlation(code: np.ndarray, y: np.ndarray) -> float:
@@ -51,10 +54,14 @@ def compute_score_matrix(
         return np.array([[_squared_correlation(codes[:, i], factors[:, j]) for j in range(num_factors)]
                          for i in range(num_codes)])
     pairs = [(i, j) for i in range(num_codes) for j in range(num_factors)]
-    scores = Parallel(n_jobs=n_jobs or min(len(pairs), os.cpu_count() or 1), prefer="threads")(
+    results = Parallel(n_jobs=n_jobs or min(len(pairs), os.cpu_count() or 1), prefer="threads")(
         delayed(_svc_accuracy)(codes[:, i], factors[:, j], codes_test[:, i], factors_test[:, j]) for i, j in pairs
     )
-    return np.asarray(scores, dtype=np.float64).reshape(num_codes, num_factors)
+    flat = [flat for _, flat in results]
+    if flat and all(flat):
+        warn_small_codes("SAP", codes, "LinearSVC(C=0.01) predicts a single class from every code (its regularisation "
+                         "flattens small codes), so every score is chance and SAP is near 0")
+    return np.asarray([score for score, _ in results], dtype=np.float64).reshape(num_codes, num_factors)
 
 
 def sap_from_score_matrix(score_matrix: np.ndarray) -> float:
@@ -90,5 +97,6 @@ def compute_sap(
     """
     codes, factors = sample_codes_and_factors(dataset, representation_function, num_train, random_state, batch_size)
     codes_test, factors_test = sample_codes_and_factors(dataset, representation_function, num_test, random_state, batch_size)
+    check_some_factor_varies("SAP", factors)
     matrix = compute_score_matrix(codes, factors, codes_test, factors_test, continuous_factors, n_jobs)
     return {"SAP_score": sap_from_score_matrix(matrix)}

@@ -10,8 +10,11 @@ previous checkpoint; a save whose models hold NaN / infinite weights (a diverged
 `--resume_from_checkpoint latest` resumes from the newest *intact* checkpoint (`checkpoint_problem`:
 complete safetensors, readable `optimizer.bin` / `scheduler.bin`, the same entries as its siblings),
 skipping damaged newer ones with a warning. A folder holding only what a start that stopped before
-its first checkpoint leaves (its settings file, `logs/`, `validation/`, `.tmp` folders, the lock) does
-not block a new start: those leftovers are cleared with a warning.
+its first checkpoint leaves does not block a new start: those leftovers are cleared with a warning.
+Only a folder the script marked as its own (`RUN_MARKER`, written with the run's settings) counts,
+and only files of the names the script writes (its settings, `logs/train_log.jsonl`, tensorboard
+events, `validation/step-N/` images, `checkpoint-N.tmp`): a folder holding anything else is refused
+and nothing in it is deleted.
 
 Example:
     >>> save_checkpoint(accelerator, "runs/x", step=500, total_limit=3)
@@ -34,8 +37,15 @@ from ..hub import check_safetensors_file
 
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 LOCK_NAME = ".lock"
-# what a start that stopped before its first checkpoint can leave in its run folder (besides its args file)
-_START_LEFTOVERS = {"logs", "validation", LOCK_NAME}
+RUN_MARKER = ".encdiff_run"  # written with the settings: the folder's run files are this script's own
+# the files (relative, '/'-separated) a start that stopped before its first checkpoint can leave besides
+# its settings file; `_TEMP` is an atomic write's temporary name (atomic.py)
+_TEMP = r"(?:/|^)\.[^/]+\.tmp[^/]*"
+_START_FILES = re.compile(
+    r"^(?:logs/train_log\.jsonl|logs/(?:[^/]+/)*events\.out\.tfevents\.[^/]+"
+    r"|validation/step-\d+/(?:reconstruction\.png|swap\.png|metrics\.json)|checkpoint-\d+\.tmp/.+"
+    rf"|(?:logs|validation/step-\d+){_TEMP})$")
+_START_FOLDERS = re.compile(r"^(?:logs(?:/[^/]+)*|validation(?:/step-\d+)?|checkpoint-\d+\.tmp(?:/.+)?)$")
 _OPTIONAL_ENTRIES = re.compile(r"^random_states_\d+\.pkl$")  # accelerate skips RNG states it cannot load
 
 
@@ -269,18 +279,10 @@ def check_run_folder(output_dir: str, resume: str | None, settings: dict, identi
         raise SystemExit(f"error: --output_dir {output_dir} is an existing file, not a folder")
     if resume is None:
         entries = set(os.listdir(output_dir)) if os.path.isdir(output_dir) else set()
-        if entries and _is_failed_start(output_dir, entries, args_file):
-            leftovers = sorted(entries - {LOCK_NAME})
-            if leftovers:
-                _warn(f"{output_dir} holds only the leftovers of a start that stopped before its first checkpoint "
-                      f"({', '.join(leftovers)}); clearing them and starting afresh")
-            for name in leftovers:
-                full = os.path.join(output_dir, name)
-                shutil.rmtree(full, ignore_errors=True) if os.path.isdir(full) else _remove(full)
-        elif entries:
-            raise SystemExit(f"error: --output_dir {output_dir} already holds another run (or other files); "
-                             "continue it with --resume_from_checkpoint latest or choose a new --output_dir")
+        if entries - {LOCK_NAME}:
+            _clear_failed_start(output_dir, args_file)
         return None
+    _restore_interrupted_swaps(output_dir)
     intact, damaged = intact_checkpoints(output_dir)
     found = [os.path.basename(c) for c in list_checkpoints(output_dir)]
     if resume == "latest":
@@ -320,6 +322,20 @@ def check_run_folder(output_dir: str, resume: str | None, settings: dict, identi
     return checkpoint
 
 
+def _restore_interrupted_swaps(output_dir: str) -> None:
+    """A re-save of checkpoint-N moves the old one to `checkpoint-N.old` before renaming the new one in
+    (`atomic.swap_into_place`); a process killed between the two renames leaves only `.old`: put that
+    complete checkpoint back under its name, so `latest` finds it."""
+    for name in sorted(os.listdir(output_dir)):
+        match = re.match(r"^(checkpoint-\d+)\.old$", name)
+        if match and not os.path.exists(os.path.join(output_dir, match.group(1))):
+            try:
+                os.replace(os.path.join(output_dir, name), os.path.join(output_dir, match.group(1)))
+            except FileNotFoundError:  # another process of the run restored it first
+                continue
+            _warn(f"restored {match.group(1)} from {name} (a save of it was killed between its two renames)")
+
+
 def _remove(path: str) -> None:
     try:
         os.remove(path)
@@ -327,12 +343,55 @@ def _remove(path: str) -> None:
         pass
 
 
-def _is_failed_start(output_dir: str, entries: set[str], args_file: str) -> bool:
-    """A folder holding no checkpoint, only what an aborted start of this script leaves."""
-    allowed = _START_LEFTOVERS | {args_file, args_file + ".tmp"}
-    return all(name in allowed or (name.endswith(".tmp") and name.startswith("checkpoint-")) for name in entries)
+def _start_leftovers(output_dir: str, args_file: str) -> tuple[list[str], list[str]]:
+    """The entries of `output_dir` (relative paths) that a start of this script writes before its first
+    checkpoint, and all others (a user's files, another run's)."""
+    own_top = {LOCK_NAME, RUN_MARKER, args_file, args_file + ".tmp"}
+    own, foreign = [], []
+    for root, folders, files in os.walk(output_dir):
+        rel_root = os.path.relpath(root, output_dir).replace(os.sep, "/")
+        for name in folders + files:
+            rel = name if rel_root == "." else f"{rel_root}/{name}"
+            full = os.path.join(root, name)
+            if name in folders and os.path.islink(full):
+                folders.remove(name)  # never followed: a link is not this script's
+                foreign.append(rel)
+            elif name in folders:
+                (own if _START_FOLDERS.match(rel) else foreign).append(rel)
+            elif rel in own_top or re.fullmatch(rf"\.{re.escape(args_file)}\.[^/]+\.tmp", rel) or _START_FILES.match(rel):
+                own.append(rel)
+            else:
+                foreign.append(rel)
+    return own, foreign
+
+
+def _clear_failed_start(output_dir: str, args_file: str) -> None:
+    """Clear the leftovers of this script's start that stopped before its first checkpoint, or refuse
+    (SystemExit, nothing deleted) a folder holding anything else."""
+    entries = set(os.listdir(output_dir))
+    if not os.path.isfile(os.path.join(output_dir, RUN_MARKER)) or any(_CHECKPOINT.match(e) for e in entries):
+        raise SystemExit(f"error: --output_dir {output_dir} already holds another run (or other files: "
+                         f"{_names(sorted(entries - {LOCK_NAME}))}); continue it with --resume_from_checkpoint latest "
+                         "or choose a new --output_dir (nothing in it was changed)")
+    own, foreign = _start_leftovers(output_dir, args_file)
+    if foreign:
+        raise SystemExit(f"error: --output_dir {output_dir} holds the leftovers of a start that stopped before its first "
+                         f"checkpoint, but also files this script did not write ({_names(foreign)}); move them out or "
+                         "choose a new --output_dir (nothing in it was changed)")
+    leftovers = sorted(entries - {LOCK_NAME})
+    _warn(f"{output_dir} holds only the leftovers of a start that stopped before its first checkpoint "
+          f"({', '.join(leftovers)}); clearing them and starting afresh")
+    for name in leftovers:
+        full = os.path.join(output_dir, name)
+        shutil.rmtree(full, ignore_errors=True) if os.path.isdir(full) else _remove(full)
+
+
+def _names(paths: list[str], limit: int = 5) -> str:
+    return ", ".join(paths[:limit]) + (f" and {len(paths) - limit} more" if len(paths) > limit else "")
 
 
 def write_run_settings(output_dir: str, settings: dict, args_file: str) -> None:
-    """Record a run's settings (atomically) so a resume can check them."""
+    """Record a run's settings (atomically) so a resume can check them, and mark the folder as this
+    script's run (`RUN_MARKER`), before it writes anything else there."""
+    write_json(os.path.join(output_dir, RUN_MARKER), {"run_folder_of": args_file, "pid": os.getpid()})
     write_json(os.path.join(output_dir, args_file), settings, indent=2, default=str)

@@ -27,8 +27,10 @@ def load_vae(path: str | None):
     classes = {"VQModel": VQModel, "AutoencoderKL": AutoencoderKL}
     if class_name not in classes:
         raise SystemExit(f"error: --vae_path {path}: a {class_name!r}, expected one of {sorted(classes)}")
+    from ..hub import load_model_folder
+
     try:  # safetensors only: a pickle .bin in the folder is never read
-        vae = classes[class_name].from_pretrained(path, use_safetensors=True)
+        vae = load_model_folder(classes[class_name], path)
     except (OSError, ValueError, RuntimeError) as error:
         detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise SystemExit(f"error: --vae_path {path}: cannot load its {class_name} weights ({detail}); expected a "

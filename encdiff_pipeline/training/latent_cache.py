@@ -22,6 +22,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from ..cli import check_output_spares_input, json_object_argument
 from ..atomic import atomic_path
 from ..data.run_data import train_dataset_spec
 from ..latents import encode_latents
@@ -105,7 +106,7 @@ def main(argv: list[str] | None = None) -> str:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--vae_path", required=True, help="folder of a VQModel first stage (train_autoencoder.py)")
     p.add_argument("--dataset", default="procedural-shapes3d", help="factor dataset source (as for train_encdiff.py)")
-    p.add_argument("--dataset_options", type=json.loads, default={}, help="JSON options for load_factor_dataset")
+    p.add_argument("--dataset_options", type=json_object_argument, default={}, help="JSON options for load_factor_dataset")
     add_image_size_argument(p, default_preset="paper")
     p.add_argument("--output", required=True, help="the .safetensors file to write")
     p.add_argument("--batch_size", type=int, default=512, help="images per encoder call")
@@ -114,6 +115,11 @@ def main(argv: list[str] | None = None) -> str:
     args = p.parse_args(argv)
     if args.batch_size < 1:
         p.error(f"--batch_size must be >= 1, got {args.batch_size}")
+    for name, source in (("--vae_path", args.vae_path), ("--dataset", args.dataset)):
+        try:  # hours of encoding must not end by overwriting an input
+            check_output_spares_input("--output", args.output, name, source)
+        except ValueError as err:
+            p.error(str(err))
 
     vae = load_vae(args.vae_path)
     dataset = load_dataset(*train_dataset_spec(vars(args), args.image_size))
