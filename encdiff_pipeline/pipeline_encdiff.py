@@ -624,9 +624,10 @@ class EncDiffPipeline(DiffusionPipeline):
         from diffusers import DDIMInverseScheduler
 
         self.check_inputs(images, None, num_inference_steps, "pt")
-        # the first inverse step starts at alpha_bar(0), not 1: a clean-image or v prediction implies
-        # no noise at alpha_bar = 1 (a division by zero)
-        inverse = DDIMInverseScheduler.from_config(self.scheduler.config, set_alpha_to_one=False)
+        # with a clean-image or v prediction the first inverse step starts at alpha_bar(0), not 1 (the
+        # noise they imply at alpha_bar = 1 is a division by zero); eps inverts DDIM's last step exactly
+        exact_last_step = self.scheduler.config.get("prediction_type", "epsilon") == "epsilon"
+        inverse = DDIMInverseScheduler.from_config(self.scheduler.config, set_alpha_to_one=exact_last_step)
         with self._eval_mode():
             pixels = self.prepare_images(images)
             tokens = self.encoder(pixels).tokens.to(self.unet.dtype)

@@ -268,3 +268,14 @@ def test_invert_runs_deterministic_ddim_backwards():
     assert torch.allclose(noise, x * alphas_cumprod()[first].sqrt(), atol=1e-5)
     recon = pipe(images=x, latents=noise, num_inference_steps=STEPS, output_type="pt").images * 2 - 1
     assert torch.allclose(recon, x, atol=1e-5)
+
+
+@pytest.mark.parametrize("prediction_type", ["sample", "v_prediction"])
+def test_invert_of_clean_image_and_v_predictions_is_finite(prediction_type):
+    """At alpha_bar = 1 these predictions imply no noise (0 / 0): inversion starts at alpha_bar(0) instead."""
+    from diffusers import DDIMScheduler
+
+    pipe, x = make_pipeline(), images()
+    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config, prediction_type=prediction_type)
+    noise = pipe.invert(x, num_inference_steps=STEPS)
+    assert noise.shape == x.shape and torch.isfinite(noise).all()

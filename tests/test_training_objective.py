@@ -8,6 +8,7 @@ import torch
 from diffusers import DDPMScheduler
 
 from encdiff_pipeline.models import unet_from_preset
+from encdiff_pipeline.noise_schedules import make_noise_scheduler
 from encdiff_pipeline.training import DiffusionObjective, SkipDropout, finite_differences
 
 
@@ -143,3 +144,26 @@ def test_skip_dropout_drops_only_skip_channels_in_training():
         torch.testing.assert_close(unet(x, t, encoder_hidden_states=tokens).sample, plain, rtol=0, atol=0)
     with pytest.raises(ValueError, match="skip dropout"):
         SkipDropout(unet, p=1.0)
+
+
+def test_truncated_snr_weighting_is_the_eps_loss_at_low_noise_and_the_x0_loss_at_high_noise():
+    scheduler = make_noise_scheduler("cosine")
+    weighted = DiffusionObjective(scheduler, prediction_type="sample", loss_weighting="truncated_snr")
+    eps_objective = DiffusionObjective(scheduler, prediction_type="epsilon")
+    x0_objective = DiffusionObjective(scheduler, prediction_type="sample")
+    g = torch.Generator().manual_seed(0)
+    clean, noise = torch.rand(1, 3, 8, 8, generator=g) * 2 - 1, torch.randn(1, 3, 8, 8, generator=g)
+    prediction = clean + 0.1 * torch.randn(1, 3, 8, 8, generator=g)
+    for t, like in ((50, eps_objective), (300, eps_objective), (800, x0_objective), (990, x0_objective)):
+        timesteps = torch.tensor([t])
+        a = scheduler.alphas_cumprod[t]
+        assert (a / (1 - a) >= 1) == (like is eps_objective)
+        noisy = scheduler.add_noise(clean, noise, timesteps)
+        implied_eps = (noisy - a.sqrt() * prediction) / (1 - a).sqrt()  # the eps the x0 prediction stands for
+        expected = like.loss(clean, noisy, timesteps, noise, implied_eps if like is eps_objective else prediction)
+        got = weighted.loss(clean, noisy, timesteps, noise, prediction)
+        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError, match="needs prediction_type 'sample'"):
+        DiffusionObjective(scheduler, loss_weighting="truncated_snr")
+    with pytest.raises(ValueError, match="loss_weighting"):
+        DiffusionObjective(scheduler, prediction_type="sample", loss_weighting="snr")

@@ -20,6 +20,11 @@ and so what the concept tokens must carry:
   a mean weight of 1 per image: flat regions (floor, walls) count less, outlines (the object's
   scale and shape) more, without changing the target.
 
+- `loss_weighting` "truncated_snr" (with "sample" prediction): each image's clean-image loss
+  weighted by max(1, SNR) (its square root for L1), i.e. the eps loss where SNR > 1 and the x0
+  loss where the noise dominates: eps's emphasis on low noise with a U-Net that predicts the clean
+  image (stable at high noise, where sampling from noise starts).
+
 One lever changes what the U-Net can do with the tokens at sampling time: `token_dropout`, the
 probability that an image's tokens are replaced by zeros (the empty condition), so that the U-Net
 also learns to denoise without them and the pipeline can guide towards them (classifier-free
@@ -43,6 +48,7 @@ import torch.nn.functional as F
 
 PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
 TIMESTEP_SAMPLINGS = ("uniform", "logsnr_normal")
+LOSS_WEIGHTINGS = ("uniform", "truncated_snr")
 LOSS_TYPES = ("l1", "l2")
 
 
@@ -65,11 +71,13 @@ class DiffusionObjective:
             the prediction).
         edge_weighting: strength of the per-pixel edge weighting of the loss (0 = off, the plain mean).
         token_dropout: probability that one image's tokens are all replaced by zeros (0 = off).
+        loss_weighting: "uniform" (every sampled noise level alike) or "truncated_snr" (needs "sample").
     """
 
     def __init__(self, scheduler, prediction_type: str = "epsilon", loss_type: str = "l1",
                  timestep_sampling: str = "uniform", logsnr_mean: float = 0.0, logsnr_std: float = 1.0,
-                 edge_loss_weight: float = 0.0, edge_weighting: float = 0.0, token_dropout: float = 0.0):
+                 edge_loss_weight: float = 0.0, edge_weighting: float = 0.0, token_dropout: float = 0.0,
+                 loss_weighting: str = "uniform"):
         if prediction_type not in PREDICTION_TYPES:
             raise ValueError(f"prediction_type {prediction_type!r}; expected one of {PREDICTION_TYPES}")
         if loss_type not in LOSS_TYPES:
@@ -82,6 +90,10 @@ class DiffusionObjective:
             raise ValueError(f"edge_loss_weight must be >= 0, got {edge_loss_weight}")
         if not (math.isfinite(edge_weighting) and edge_weighting >= 0):
             raise ValueError(f"edge_weighting must be >= 0, got {edge_weighting}")
+        if loss_weighting not in LOSS_WEIGHTINGS:
+            raise ValueError(f"loss_weighting {loss_weighting!r}; expected one of {LOSS_WEIGHTINGS}")
+        if loss_weighting == "truncated_snr" and prediction_type != "sample":
+            raise ValueError("loss_weighting 'truncated_snr' weights a clean-image loss: it needs prediction_type 'sample'")
         if not (math.isfinite(token_dropout) and 0 <= token_dropout < 1):
             raise ValueError(f"token_dropout must be in [0, 1), got {token_dropout}")
         if edge_loss_weight > 0 and prediction_type == "epsilon":
@@ -91,6 +103,7 @@ class DiffusionObjective:
         self.prediction_type, self.loss_type = prediction_type, loss_type
         self.timestep_sampling, self.logsnr_mean, self.logsnr_std = timestep_sampling, logsnr_mean, logsnr_std
         self.edge_loss_weight, self.edge_weighting, self.token_dropout = edge_loss_weight, edge_weighting, token_dropout
+        self.loss_weighting = loss_weighting
         alphas_cumprod = scheduler.alphas_cumprod.double()
         self._logsnr = torch.log(alphas_cumprod / (1 - alphas_cumprod)).float()  # decreasing in t
         self._alphas_cumprod = alphas_cumprod.float()
@@ -147,6 +160,12 @@ class DiffusionObjective:
             return sqrt_a * noisy - sqrt_one_minus_a * prediction
         return (noisy - sqrt_one_minus_a * prediction) / sqrt_a
 
+    def snr_weights(self, timesteps: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """(B, 1, 1, 1) weights of "truncated_snr": max(1, SNR), its square root for L1 (an x0 error
+        times sqrt(SNR) is the eps error)."""
+        snr = torch.exp(self._logsnr.to(like.device)[timesteps]).clamp_min(1.0)
+        return (snr.sqrt() if self.loss_type == "l1" else snr).to(like.dtype).view(-1, *([1] * (like.ndim - 1)))
+
     def pixel_weights(self, clean: torch.Tensor) -> torch.Tensor:
         """(B, 1, H, W) loss weights of `edge_weighting`: `1 + edge_weighting * e / mean(e)` with `e` the
         mean over channels of the |finite differences| around each pixel, normalised to mean 1 per image."""
@@ -167,8 +186,13 @@ class DiffusionObjective:
         """Mean loss of one batch (float32): the target loss plus the weighted edge loss."""
         prediction, clean = prediction.float(), clean.float()
         target = self.target(clean, noise.float(), timesteps)
-        if self.edge_weighting > 0:
-            loss = (self.distance(prediction, target, reduction="none") * self.pixel_weights(clean)).mean()
+        if self.edge_weighting > 0 or self.loss_weighting != "uniform":
+            loss = self.distance(prediction, target, reduction="none")
+            if self.edge_weighting > 0:
+                loss = loss * self.pixel_weights(clean)
+            if self.loss_weighting == "truncated_snr":
+                loss = loss * self.snr_weights(timesteps, loss)
+            loss = loss.mean()
         else:
             loss = self.distance(prediction, target)
         if self.edge_loss_weight > 0:
