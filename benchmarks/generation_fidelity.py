@@ -96,8 +96,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     reports = []
     for variant in args.variants:
         start = time.perf_counter()
-        report = generation_fidelity(pipe, dataset, probe, num_images=args.num_images, num_traversals=args.num_traversals,
-                                     seed=args.seed, importance=importance, **variant)
+        settings = {"num_images": args.num_images, "num_traversals": args.num_traversals, **variant}
+        report = generation_fidelity(pipe, dataset, probe, seed=args.seed, importance=importance, **settings)
         report["seconds"] = round(time.perf_counter() - start, 1)
         report["scheduler_options"] = args.scheduler_options
         reports.append(report)
@@ -111,7 +111,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
         from encdiff_pipeline.generation_fidelity import assign_concepts
 
         os.makedirs(args.grids, exist_ok=True)
-        swap, traversal = factor_grids(pipe, dataset, assign_concepts(importance), seed=args.seed, **args.variants[0])
+        sampling = {k: v for k, v in args.variants[0].items() if k not in ("num_images", "num_traversals", "swaps")}
+        swap, traversal = factor_grids(pipe, dataset, assign_concepts(importance), seed=args.seed, **sampling)
         swap.save(os.path.join(args.grids, "swap_grid.png"))
         traversal.save(os.path.join(args.grids, "traversal_grid.png"))
         print(f"grids written to {args.grids}")

@@ -93,11 +93,15 @@ def classes_in_order(read: Sequence[int]) -> int:
     return best
 
 
-def _generate(pipe, concepts: torch.Tensor, seed: int, batch_size: int, sampling: dict) -> torch.Tensor:
-    """Images (B, C, H, W) in [-1, 1] generated from `concepts`; chunk j's noise comes from seed + j."""
+def _generate(pipe, concepts: torch.Tensor, seed: int, batch_size: int, sampling: dict,
+              latents: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Images (B, C, H, W) in [-1, 1] generated from `concepts`, from `latents` or from noise (chunk j's
+    from seed + j)."""
     out = []
     for j, part in enumerate(torch.split(concepts, batch_size)):
-        images = pipe(concepts=part, generator=torch.Generator().manual_seed(seed + j), output_type="pt", **sampling).images
+        start = None if latents is None else latents[j * batch_size : j * batch_size + len(part)]
+        images = pipe(concepts=part, generator=torch.Generator().manual_seed(seed + j), latents=start,
+                      output_type="pt", **sampling).images
         out.append(images * 2 - 1)
     return torch.cat(out)
 
@@ -160,6 +164,8 @@ def generation_fidelity(
     batch_size: int = 256,
     probe_cache_dir: Optional[str] = None,
     probe_options: Optional[dict] = None,
+    swaps: bool = True,
+    invert: bool = False,
     **sampling: Any,
 ) -> dict:
     """Probe-read fidelity of an `EncDiffPipeline`'s reconstructions, swaps and traversals on `dataset`.
@@ -171,6 +177,9 @@ def generation_fidelity(
             **probe_options)` (trained once, then cached).
         num_images: held images reconstructed and, per factor, swapped.
         num_traversals: images traversed per factor.
+        swaps: also swap (False: reconstructions and traversals only; the swap scores are None).
+        invert: start every generation from the DDIM inversion of the receiving image (`pipe.invert`,
+            with `num_inference_steps` of `sampling`) instead of fresh noise.
         seed: draws the images, donors and generation noise.
         importance: a precomputed (codes, factors) importance matrix; default: DCI's on held points.
         sampling: passed to every `pipe(...)` call, e.g. `num_inference_steps`, `guidance_scale`.
@@ -196,7 +205,12 @@ def generation_fidelity(
     truth = dataset.index_to_factors(receivers)
     concepts = _encode(pipe, dataset, receivers, batch_size)
     real = probe.accuracy(to_model_input(dataset.get_images(receivers)), truth)
-    recon = probe.accuracy(_generate(pipe, concepts, seed, batch_size, sampling), truth)
+    latents = None
+    if invert:
+        steps = sampling.get("num_inference_steps", 50)
+        latents = torch.cat([pipe.invert(to_model_input(dataset.get_images(part)), num_inference_steps=steps)
+                             for part in np.array_split(receivers, max(1, -(-len(receivers) // batch_size)))])
+    recon = probe.accuracy(_generate(pipe, concepts, seed, batch_size, sampling, latents), truth)
 
     held_factors = dataset.index_to_factors(held)
     swap_donor, swap_kept, traversal = np.full(len(sizes), np.nan), np.full(len(sizes), np.nan), np.full(len(sizes), np.nan)
@@ -209,12 +223,13 @@ def generation_fidelity(
         for i, cls in enumerate(truth[:, f]):
             candidates = np.flatnonzero(held_factors[:, f] != cls)
             donors[i] = held[rng.choice(candidates)] if len(candidates) else receivers[i]
-        swapped = concepts.clone()
-        swapped[:, own] = _encode(pipe, dataset, donors, batch_size)[:, own]
-        read = probe.predict(_generate(pipe, swapped, seed, batch_size, sampling))
-        swap_donor[f] = (read[:, f] == dataset.index_to_factors(donors)[:, f]).mean()
-        others = [g for g in range(len(sizes)) if g != f]
-        swap_kept[f] = (read[:, others] == truth[:, others]).mean() if others else np.nan
+        if swaps:
+            swapped = concepts.clone()
+            swapped[:, own] = _encode(pipe, dataset, donors, batch_size)[:, own]
+            read = probe.predict(_generate(pipe, swapped, seed, batch_size, sampling, latents))
+            swap_donor[f] = (read[:, f] == dataset.index_to_factors(donors)[:, f]).mean()
+            others = [g for g in range(len(sizes)) if g != f]
+            swap_kept[f] = (read[:, others] == truth[:, others]).mean() if others else np.nan
         if num_traversals:
             code = own[0]
             low, high = np.percentile(held_codes[:, code].numpy(), [0.5, 99.5])
@@ -222,7 +237,8 @@ def generation_fidelity(
             counts = []
             for i, index in enumerate(receivers[:num_traversals]):  # one noise per row, as pipe.traverse draws it
                 row = pipe.traverse(to_model_input(dataset.get_images([index])), code, values=values, output_type="pt",
-                                    generator=torch.Generator().manual_seed(seed + i), **sampling).images
+                                    generator=torch.Generator().manual_seed(seed + i),
+                                    latents=None if latents is None else latents[i : i + 1], **sampling).images
                 counts.append(classes_in_order(probe.predict(row * 2 - 1)[:, f]))
             traversal[f] = np.mean(counts) / sizes[f]
 
@@ -233,4 +249,4 @@ def generation_fidelity(
             "swap_kept": by_name(swap_kept), "traversal": by_name(traversal),
             "concepts_per_factor": {n: own for n, own in zip(names, owners)},
             "num_images": int(len(receivers)), "num_traversals": int(min(num_traversals, len(concepts))), "seed": seed,
-            "sampling": {k: v for k, v in sampling.items() if isinstance(v, (int, float, str, bool))}}
+            "sampling": {k: v for k, v in sampling.items() if isinstance(v, (int, float, str, bool))}, "inverted": invert}
