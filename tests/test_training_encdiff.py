@@ -182,21 +182,45 @@ def test_autoencoder_then_two_process_latent_run(tmp_path):
     assert out.shape == (2, 16, 16, 3) and np.isfinite(out).all()
 
 
-def test_deterministic_decoder_trains_its_whole_training_time_budget(tmp_path):
-    """EncDec w/o Diff under a 1.2 s training budget, validating every 0.42 s of training time."""
+class StepClock:
+    """A training clock that reads `step_s` more on every call: train_encdiff.py reads it at the start
+    and at the end of each step, so every step lasts exactly `step_s`, whatever the machine's speed
+    or load. `pause(s)` moves it on by `s` outside any step (as a slow validation would)."""
+
+    def __init__(self, step_s: float):
+        self.step_s, self.now = step_s, 0.0
+
+    def __call__(self) -> float:
+        self.now += self.step_s
+        return self.now
+
+    def pause(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def test_deterministic_decoder_trains_its_whole_training_time_budget(tmp_path, monkeypatch):
+    """EncDec w/o Diff under a 1.2 s training budget, validating every 0.42 s of training time, on a
+    clock where each step takes 1/32 s and each validation 100 s (in-process, so the clock can be set)."""
     from encdiff_pipeline.pipeline_encdiff import EncDiffPipeline
 
+    script = _script()
+    clock = StepClock(1 / 32)
+    monkeypatch.setattr(script, "training_clock", clock)
+    real_metrics = script.concept_metrics
+    monkeypatch.setattr(script, "concept_metrics", lambda *a, **kw: clock.pause(100.0) or real_metrics(*a, **kw))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     run = str(tmp_path / "encdec")
-    _launch([TRAIN, *COMMON, "--output_dir", run, "--decoder_type", "deterministic", "--max_train_minutes", "0.02",
-             "--validation_minutes", "0.007", "--checkpointing_steps", "1000"], direct=True)
+    script.run_training(script.main, script.parse_args([
+        *COMMON, "--output_dir", run, "--decoder_type", "deterministic", "--max_train_minutes", "0.02",
+        "--validation_minutes", "0.007", "--checkpointing_steps", "1000"]))
     train, validations = _log(run), _log(run, "validation")
-    final = train[-1]["train_seconds"]
-    assert 1.2 <= final < 1.2 + 1.0  # stops at the first step past the budget
-    assert final - train[-2]["train_seconds"] < 1.0
-    # validation time is not training time: wall-clock ran on while the budget did not
-    assert train[-1]["seconds"] > final
-    assert len(validations) >= 3 and validations[-1]["step"] == train[-1]["step"]
-    assert all(v["train_seconds"] >= 0.42 * (i + 1) for i, v in enumerate(validations[:-1]))
+    # stops at the first step past the budget: 39 x 1/32 s = 1.219 s >= 1.2 s > 38 x 1/32 s
+    assert [r["step"] for r in train] == list(range(1, 40))
+    assert [r["train_seconds"] for r in train] == [round(k / 32, 3) for k in range(1, 40)]
+    # validation at the first step past each 0.42 s (14/32 = 0.4375, 27/32 = 0.84375) and at the end;
+    # the 100 s each validation takes are not training time (else the budget would end at step 14)
+    assert [v["step"] for v in validations] == [14, 27, 39]
+    assert [v["train_seconds"] for v in validations] == [round(k / 32, 3) for k in (14, 27, 39)]
     # no noise: L1 between the U-Net's one-pass output and the image, which falls as it learns
     losses = [r["loss"] for r in train]
     assert np.mean(losses[-5:]) < np.mean(losses[:5]) - 0.02
