@@ -10,7 +10,7 @@ changes still exceed it: `test_the_tolerance_catches_real_changes` perturbs one 
 weight by 1e-3, or shifts the sampler's timesteps by one, and each must fail the comparison.
 Re-record (only for a deliberate change of behaviour) with
 
-    python tests/test_refactor_behaviour.py
+    python -m tests.test_refactor_behaviour
 """
 from __future__ import annotations
 
@@ -23,6 +23,8 @@ import tempfile
 import numpy as np
 import pytest
 import torch
+
+from tests import HANG_GUARD_S
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURE = os.path.join(ROOT, "tests", "fixtures", "refactor_behaviour.json")
@@ -39,7 +41,7 @@ def training_losses() -> list[float]:
         run = os.path.join(tmp, "run")
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": ROOT}
         proc = subprocess.run([sys.executable, os.path.join("training", "train_encdiff.py"), *TRAIN_ARGS, "--output_dir", run],
-                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=HANG_GUARD_S)
         assert proc.returncode == 0, proc.stderr[-4000:]
         with open(os.path.join(run, "logs", "train_log.jsonl"), encoding="utf-8") as f:
             return [r["loss"] for r in map(json.loads, f) if r["event"] == "train"]

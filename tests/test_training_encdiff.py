@@ -20,6 +20,7 @@ import torch
 
 from encdiff_pipeline.deterministic_decoder import deterministic_decode
 from encdiff_pipeline.training.validation import logged_train_seconds
+from tests import HANG_GUARD_S
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN = os.path.join(ROOT, "training", "train_encdiff.py")
@@ -48,6 +49,21 @@ sys.argv = [sys.argv[1]] + sys.argv[2:]
 runpy.run_path(sys.argv[0], run_name="__main__")
 """
 
+# Run as the training script on a clock where each step takes 1/64 s of training time on process 0 and
+# none on the others: the validation decision must come from process 0 (else the others never validate).
+STEP_CLOCK = """
+import os, runpy, sys
+from encdiff_pipeline.training import validation
+step_s = 1 / 64 if os.environ.get("RANK", "0") == "0" else 0.0
+now = [0.0]
+def clock():
+    now[0] += step_s
+    return now[0]
+validation.training_clock = clock
+sys.argv = [sys.argv[1]] + sys.argv[2:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
 
 def _env(**extra):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": ROOT, **extra}
@@ -60,7 +76,7 @@ def _launch(script_args, launch_args=("--num_processes", "1", "--cpu"), env=None
     """Run a script through `accelerate launch` (or, `direct`, as a plain one-process `python SCRIPT`)."""
     command = [sys.executable, *script_args] if direct else [*LAUNCH, *launch_args, *script_args]
     proc = subprocess.run(command, cwd=ROOT, env=env or _env(),
-                          capture_output=True, text=True, timeout=600)
+                          capture_output=True, text=True, timeout=HANG_GUARD_S)
     if check and proc.returncode != 0:
         raise AssertionError(f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
     return proc
@@ -155,9 +171,12 @@ def test_autoencoder_then_two_process_latent_run(tmp_path):
                                   "encoder": {"num_concepts": 3, "token_dim": 8, "width": 8, "mlp_hidden_dims": [8, 8]},
                                   "training": {"learning_rate": 1e-3, "lr_warmup_steps": 0}}))
     run = str(tmp_path / "latent")
-    # AdaGN conditioning; validation every 0.006 s of training time, i.e. after every step: the main
-    # process decides and both processes follow (a disagreement would hang the run)
-    _launch([TRAIN, *COMMON, "--config", str(config), "--vae_path", vq, "--output_dir", run, "--max_train_steps", "3",
+    # AdaGN conditioning; validation every 0.006 s of training time, i.e. after every 1/64 s step of
+    # the main process's clock: it decides and the other process, whose clock stands still, follows (a
+    # disagreement would hang the run)
+    clock = tmp_path / "step_clock.py"
+    clock.write_text(STEP_CLOCK)
+    _launch([str(clock), TRAIN, *COMMON, "--config", str(config), "--vae_path", vq, "--output_dir", run, "--max_train_steps", "3",
              "--checkpointing_steps", "2", "--gradient_accumulation_steps", "2", "--train_batch_size", "2",
              "--conditioning", "adagn", "--validation_minutes", "0.0001"],
             launch_args=("--multi_gpu", "--num_processes", "2", "--main_process_port", str(_free_port())),
@@ -169,7 +188,7 @@ def test_autoencoder_then_two_process_latent_run(tmp_path):
     assert train[-1]["images_seen"] == 3 * 2 * 2 * 2  # steps x batch x processes x accumulation
     assert _checkpoints(run) == ["checkpoint-2", "checkpoint-3"]
     assert [r["step"] for r in _log(run, "validation")] == [1, 2, 3]
-    assert [r["train_seconds"] for r in _log(run, "validation")] == [r["train_seconds"] for r in train]
+    assert [r["train_seconds"] for r in _log(run, "validation")] == [r["train_seconds"] for r in train] == [round(k / 64, 3) for k in (1, 2, 3)]
     pipe = EncDiffPipeline.from_pretrained(run)
     assert type(pipe.vae).__name__ == "VQModel" and pipe.config.latent_scale != 1.0
     assert pipe.unet.config.sample_size == 4  # 16x16 pixels, f=4
