@@ -3,7 +3,8 @@
 One uninterrupted run, one run killed in the middle of a checkpoint save and resumed from `latest`
 (its losses must equal the uninterrupted run's), a 2-process (CPU, gloo) latent-space AdaGN run on a
 first stage trained by train_autoencoder.py, validating by training time, a deterministic-decoder
-run stopped by a training-time budget, and the argument checks (in-process: they stop before
+run stopped by a training-time budget (in-process, on a step clock), the saved EMA U-Net against an
+EMA computed by hand from the live weights, and the argument checks (in-process: they stop before
 training).
 """
 from __future__ import annotations
@@ -252,6 +253,47 @@ def test_deterministic_decoder_trains_its_whole_training_time_budget(tmp_path, m
         decoded = deterministic_decode(pipe.unet, pipe.encoder(images).tokens)
     assert decoded.shape == (2, 3, 16, 16) and torch.isfinite(decoded).all()
     assert "EncDec w/o Diff" in open(os.path.join(run, "README.md"), encoding="utf-8").read()
+
+
+@pytest.mark.parametrize("foreach", [False, True])
+def test_saved_unet_is_the_ema_of_the_live_weights_step_by_step(tmp_path, monkeypatch, foreach):
+    """The saved U-Net equals an EMA computed by hand from the live weights after each of 6 steps:
+    ema_0 = the initial weights, ema_k = a_k ema_(k-1) + (1 - a_k) live_k with diffusers' warm-up
+    a_k = min(d, k / (k + 9)) for k >= 2 and a_1 = 0. d = 0.25 (k / (k + 9) reaches it at k = 3),
+    so both sides of the min decide some steps."""
+    from encdiff_pipeline.pipeline_encdiff import EncDiffPipeline
+
+    script = _script()
+    start, live = [], []  # the weights the EMA started from, and those it was given at each step
+
+    class RecordingEMA(script.EMAModel):
+        def __init__(self, parameters, **kwargs):
+            parameters = list(parameters)
+            start.append([p.detach().double().clone() for p in parameters])
+            super().__init__(parameters, **kwargs)
+
+        def step(self, parameters):
+            parameters = list(parameters)
+            live.append([p.detach().double().clone() for p in parameters])
+            super().step(parameters)
+
+    monkeypatch.setattr(script, "EMAModel", RecordingEMA)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    run = str(tmp_path / "run")
+    script.run_training(script.main, script.parse_args([
+        *COMMON, "--output_dir", run, "--max_train_steps", "6", "--ema_decay", "0.25", "--validation_metrics", "none",
+        "--checkpointing_steps", "1000", *(["--foreach_ema"] if foreach else [])]))
+    assert len(start) == 1 and len(live) == 6
+    ema = start[0]
+    for k, weights in enumerate(live, start=1):
+        decay = 0.0 if k == 1 else min(0.25, k / (k + 9))
+        ema = [decay * e + (1 - decay) * w for e, w in zip(ema, weights)]
+    saved = [p.detach().double() for p in EncDiffPipeline.from_pretrained(run).unet.parameters()]
+    assert len(saved) == len(ema)
+    for got, want in zip(saved, ema):
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
+    # the EMA lags the live weights by far more than that tolerance
+    assert max((w - l).abs().max().item() for w, l in zip(ema, live[-1])) > 1e-4
 
 
 # ---- bad arguments stop before training, with a clear message (in-process: nothing heavy runs) ----
