@@ -3,7 +3,7 @@
 The step is train_encdiff.py's, built from its own argument defaults and model builder: batch 64 of
 16x16 pixels, the concept encoder, the U-Net's noise prediction, DiffusionObjective's edge-weighted
 L1, backward, gradient clipping, AdamW (the encoder at 3x the learning rate), the EMA of the U-Net.
-Data loading and the learning-rate schedule are left out (a fixed batch; their cost is negligible).
+Data loading and the learning-rate schedule are left out (one fixed batch).
 
 Each variant runs on 1 and 2 torch threads. After a warm-up, every round times today's step and
 each variant alternately (today, variant 1, today, variant 2, ..., today), so load from other
@@ -14,8 +14,13 @@ on 1 thread, switched within each round). ">= 1.2x" needs both ratios. "same los
 compares the loss of the 2nd step from the same weights and batch with today's (|difference| <=
 1e-5); batch 128 trains on another batch, so it has no such comparison.
 
-    nice -n 10 python benchmarks/bench_train_step.py               # ~6 minutes on 2 idle cores
-    python benchmarks/bench_train_step.py --threads 1 --profile    # + where today's step spends its time
+    nice -n 10 python benchmarks/bench_train_step.py --threads 1    # ~4 minutes beside other jobs
+    nice -n 10 python benchmarks/bench_train_step.py --variants_more_threads "channels_last,fused AdamW"
+    python benchmarks/bench_train_step.py --threads 1 --profile     # + where today's step spends its time
+
+torch.compile's first compile of the step took 172 s on a loaded 2-core machine (9-11 s from
+inductor's cache afterwards); `--compile_limit_s` bounds it. On 2 threads beside other jobs a step
+can take 5-9x longer than on 1 thread, so give the later thread counts few variants there.
 """
 from __future__ import annotations
 
