@@ -11,6 +11,7 @@ from encdiff_pipeline import evaluation
 from encdiff_pipeline.cli import run_cli
 from encdiff_pipeline.data.sample_sheet import main as sample_sheet_main
 from encdiff_pipeline.evaluation import cli
+from tests import HANG_GUARD_S
 from tests.test_evaluation import Squares
 from tests.test_pipeline_encdiff import make_tiny_pipeline
 
@@ -269,7 +270,7 @@ def test_benchmark_user_error_is_one_line(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(root)}
     env.pop("ENCDIFF_TRACEBACK", None)
     proc = subprocess.run([sys.executable, str(root / "benchmarks" / "factor_importance.py"), str(tmp_path / "nope")],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=HANG_GUARD_S)
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert lines[-1].startswith("factor_importance.py: error: ") and "nope" in lines[-1], proc.stderr

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from encdiff_pipeline.loading_allowlist import allowed_component_class
+from tests import HANG_GUARD_S
 
 pty = pytest.importorskip("pty")  # POSIX only
 
@@ -34,7 +35,7 @@ class EvilModel(PreTrainedModel):
 AUTO_MAP = {"AutoConfig": "evilmod.EvilConfig", "AutoModel": "evilmod.EvilModel"}
 
 
-def run_answering_yes(code: str, cwd: Path, marker: Path, timeout: float = 240.0) -> str:
+def run_answering_yes(code: str, cwd: Path, marker: Path, timeout: float = HANG_GUARD_S) -> str:
     """Run `python -c code` with a pseudo-terminal as stdin/stdout/stderr, typing `y` + Enter every
     half second; return everything it printed."""
     master, slave = pty.openpty()
@@ -68,7 +69,7 @@ def run_answering_yes(code: str, cwd: Path, marker: Path, timeout: float = 240.0
                 os.write(master, b"y\n")
                 last_answer = time.monotonic()
     finally:
-        process.wait(timeout=30)
+        process.wait(timeout=HANG_GUARD_S)
         os.close(master)
     return output.decode(errors="replace")
 

@@ -13,6 +13,7 @@ import sys
 import pytest
 import torch
 
+from tests import HANG_GUARD_S
 from tests.test_training_encdiff import ROOT, TRAIN, _env, _script
 
 from encdiff_pipeline.training import checkpointing, validation  # noqa: E402
@@ -24,7 +25,7 @@ TINY = ["--preset", "tiny", "--dataset_options", json.dumps({"factor_sizes": [2,
 
 def _run(args, check=True):
     proc = subprocess.run([sys.executable, TRAIN, *TINY, *args], cwd=ROOT, env=_env(), capture_output=True,
-                          text=True, timeout=600)
+                          text=True, timeout=HANG_GUARD_S)
     if check and proc.returncode != 0:
         raise AssertionError(f"exit {proc.returncode}\n{proc.stderr[-4000:]}")
     return proc

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from diffusers import DiffusionPipeline
 
+from tests import HANG_GUARD_S
 from tests.test_pipeline_encdiff import STEPS, make_tiny_pipeline, seeded, tiny_images
 
 # Runs in a fresh interpreter. The editable install is found by a meta-path finder that a .pth file
@@ -63,7 +64,7 @@ def test_remote_code_loads_without_the_package(tmp_path):
            "OMP_NUM_THREADS": "1", "PYTHONPATH": ""}
     result = subprocess.run(
         [sys.executable, str(tmp_path / "remote.py"), str(folder), str(tmp_path / "images.npy"), str(tmp_path / "out.npz")],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240,
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=HANG_GUARD_S,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     remote = np.load(tmp_path / "out.npz", allow_pickle=False)

@@ -1,4 +1,5 @@
-"""Cross-attention capture: same outputs as diffusers' processors, right probabilities, restore on exit."""
+"""Cross-attention capture: same outputs as diffusers' processors, right probabilities, maps that are the
+mean over (differing) heads computed by hand, in the module and through EncDiffPipeline, restore on exit."""
 import pytest
 import torch
 from diffusers.models.attention_processor import Attention, AttnProcessor, AttnProcessor2_0
@@ -114,3 +115,63 @@ def test_aggregate_keeps_row_major_layout_and_averages_layers():
     torch.testing.assert_close(maps[0, 0], 1 - expected_token1)
     with pytest.raises(ValueError, match="does not match"):
         aggregate_attention_maps([LayerAttention(probs, (3, 3))], 4)
+
+
+def _head_probs(q: torch.Tensor, k: torch.Tensor, heads: int) -> torch.Tensor:
+    """softmax(Q_h K_h^T / sqrt(d)) of each head h: (B, heads, Lq, Lk), from the projections (B, L, heads * d)."""
+    b, lq, inner = q.shape
+    d = inner // heads
+    q = q.reshape(b, lq, heads, d).permute(0, 2, 1, 3)
+    k = k.reshape(b, k.shape[1], heads, d).permute(0, 2, 1, 3)
+    return (q @ k.transpose(-1, -2) / d**0.5).softmax(-1)
+
+
+def test_aggregated_maps_are_the_mean_over_differing_heads():
+    torch.manual_seed(0)
+    attn = Attention(query_dim=8, cross_attention_dim=4, heads=3, dim_head=4)
+    with torch.no_grad():
+        attn.to_k.weight.mul_(4.0)  # peaked attention, different in each head
+    hidden, ctx = torch.randn(2, 6, 8), torch.randn(2, 5, 4)
+    with torch.no_grad():
+        probs = _head_probs(attn.to_q(hidden), attn.to_k(ctx), heads=3)  # (2, 3, 6, 5)
+    assert (probs[:, 0] - probs.mean(1)).abs().max() > 0.2  # head 0 alone is far from the mean
+    expected = probs.mean(1).transpose(1, 2).reshape(2, 5, 2, 3)  # (B, N, H, W), row-major 2x3 grid
+    store = AttentionStore()
+    attn.set_processor(AttentionCaptureProcessor(store, size_of=lambda: (2, 3)))
+    with torch.no_grad():
+        attn(hidden, encoder_hidden_states=ctx)
+    torch.testing.assert_close(aggregate_attention_maps(store, (2, 3)), expected)
+
+
+def test_pipeline_attention_maps_by_hand():
+    """EncDiffPipeline.attention_maps = per call of each cross-attention layer (recorded: its Q and K
+    projections), softmax(QK^T/sqrt(d)) per head, mean over the 2 heads, upsampled to the image size;
+    mean over the 4 layers and the 2 timesteps."""
+    from tests.test_pipeline_encdiff import make_tiny_pipeline, seeded, tiny_images
+
+    pipe = make_tiny_pipeline()
+    layers = cross_attention_layers(pipe.unet)
+    calls = []  # (layer, q, k) in call order
+    handles = []
+    for layer in layers.values():
+        with torch.no_grad():
+            layer.to_k.weight.mul_(10.0)  # peaked attention, different in each head
+        outputs = {}
+        handles.append(layer.to_q.register_forward_hook(lambda m, a, out, o=outputs: o.__setitem__("q", out)))
+        handles.append(layer.to_k.register_forward_hook(
+            lambda m, a, out, o=outputs, layer=layer: calls.append((layer, o["q"], out))))
+    maps = pipe.attention_maps(tiny_images(2), timestep=[200, 700], generator=seeded())
+    for handle in handles:
+        handle.remove()
+    assert len(calls) == 2 * len(layers) == 8
+    expected, head_gap = 0, 0.0
+    for layer, q, k in calls:
+        probs = _head_probs(q, k, layer.heads)  # (2, 2, h*w, N)
+        head_gap = max(head_gap, (probs[:, 0] - probs.mean(1)).abs().max().item())
+        side = int(probs.shape[2] ** 0.5)
+        grid = probs.mean(1).transpose(1, 2).reshape(2, -1, side, side)
+        expected = expected + torch.nn.functional.interpolate(grid, size=(8, 8), mode="bilinear", align_corners=False)
+    expected = expected / len(calls)
+    assert head_gap > 0.1  # taking head 0 for the mean would show
+    assert maps.shape == (2, 4, 8, 8)
+    torch.testing.assert_close(maps, expected)

@@ -10,6 +10,7 @@ import torch
 
 from encdiff_pipeline import ConceptEncoderModel, EncDiffPipeline, PatchAutoencoder
 from encdiff_pipeline.models import unet_from_preset
+from tests import HANG_GUARD_S
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -67,8 +68,8 @@ def test_a_patch_preset_trains_its_unet_on_patches(tmp_path):
            "--dataset", "procedural-shapes3d", "--output_dir", str(out), "--max_train_steps", "2", "--seed", "0",
            "--validation_steps", "2", "--num_validation_images", "2", "--validation_inference_steps", "2",
            "--validation_metrics", "none", "--report_to", "none"]
-    result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": REPO})  # this checkout's package
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": REPO}  # this checkout's package
+    result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env, timeout=HANG_GUARD_S)
     assert result.returncode == 0, result.stderr[-2000:]
     pipe = EncDiffPipeline.from_pretrained(out)
     assert isinstance(pipe.vae, PatchAutoencoder)

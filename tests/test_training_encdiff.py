@@ -3,7 +3,8 @@
 One uninterrupted run, one run killed in the middle of a checkpoint save and resumed from `latest`
 (its losses must equal the uninterrupted run's), a 2-process (CPU, gloo) latent-space AdaGN run on a
 first stage trained by train_autoencoder.py, validating by training time, a deterministic-decoder
-run stopped by a training-time budget, and the argument checks (in-process: they stop before
+run stopped by a training-time budget (in-process, on a step clock), the saved EMA U-Net against an
+EMA computed by hand from the live weights, and the argument checks (in-process: they stop before
 training).
 """
 from __future__ import annotations
@@ -20,6 +21,7 @@ import torch
 
 from encdiff_pipeline.deterministic_decoder import deterministic_decode
 from encdiff_pipeline.training.validation import logged_train_seconds
+from tests import HANG_GUARD_S
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN = os.path.join(ROOT, "training", "train_encdiff.py")
@@ -48,6 +50,21 @@ sys.argv = [sys.argv[1]] + sys.argv[2:]
 runpy.run_path(sys.argv[0], run_name="__main__")
 """
 
+# Run as the training script on a clock where each step takes 1/64 s of training time on process 0 and
+# none on the others: the validation decision must come from process 0 (else the others never validate).
+STEP_CLOCK = """
+import os, runpy, sys
+from encdiff_pipeline.training import validation
+step_s = 1 / 64 if os.environ.get("RANK", "0") == "0" else 0.0
+now = [0.0]
+def clock():
+    now[0] += step_s
+    return now[0]
+validation.training_clock = clock
+sys.argv = [sys.argv[1]] + sys.argv[2:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
 
 def _env(**extra):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": ROOT, **extra}
@@ -60,7 +77,7 @@ def _launch(script_args, launch_args=("--num_processes", "1", "--cpu"), env=None
     """Run a script through `accelerate launch` (or, `direct`, as a plain one-process `python SCRIPT`)."""
     command = [sys.executable, *script_args] if direct else [*LAUNCH, *launch_args, *script_args]
     proc = subprocess.run(command, cwd=ROOT, env=env or _env(),
-                          capture_output=True, text=True, timeout=600)
+                          capture_output=True, text=True, timeout=HANG_GUARD_S)
     if check and proc.returncode != 0:
         raise AssertionError(f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
     return proc
@@ -155,9 +172,12 @@ def test_autoencoder_then_two_process_latent_run(tmp_path):
                                   "encoder": {"num_concepts": 3, "token_dim": 8, "width": 8, "mlp_hidden_dims": [8, 8]},
                                   "training": {"learning_rate": 1e-3, "lr_warmup_steps": 0}}))
     run = str(tmp_path / "latent")
-    # AdaGN conditioning; validation every 0.006 s of training time, i.e. after every step: the main
-    # process decides and both processes follow (a disagreement would hang the run)
-    _launch([TRAIN, *COMMON, "--config", str(config), "--vae_path", vq, "--output_dir", run, "--max_train_steps", "3",
+    # AdaGN conditioning; validation every 0.006 s of training time, i.e. after every 1/64 s step of
+    # the main process's clock: it decides and the other process, whose clock stands still, follows (a
+    # disagreement would hang the run)
+    clock = tmp_path / "step_clock.py"
+    clock.write_text(STEP_CLOCK)
+    _launch([str(clock), TRAIN, *COMMON, "--config", str(config), "--vae_path", vq, "--output_dir", run, "--max_train_steps", "3",
              "--checkpointing_steps", "2", "--gradient_accumulation_steps", "2", "--train_batch_size", "2",
              "--conditioning", "adagn", "--validation_minutes", "0.0001"],
             launch_args=("--multi_gpu", "--num_processes", "2", "--main_process_port", str(_free_port())),
@@ -169,7 +189,7 @@ def test_autoencoder_then_two_process_latent_run(tmp_path):
     assert train[-1]["images_seen"] == 3 * 2 * 2 * 2  # steps x batch x processes x accumulation
     assert _checkpoints(run) == ["checkpoint-2", "checkpoint-3"]
     assert [r["step"] for r in _log(run, "validation")] == [1, 2, 3]
-    assert [r["train_seconds"] for r in _log(run, "validation")] == [r["train_seconds"] for r in train]
+    assert [r["train_seconds"] for r in _log(run, "validation")] == [r["train_seconds"] for r in train] == [round(k / 64, 3) for k in (1, 2, 3)]
     pipe = EncDiffPipeline.from_pretrained(run)
     assert type(pipe.vae).__name__ == "VQModel" and pipe.config.latent_scale != 1.0
     assert pipe.unet.config.sample_size == 4  # 16x16 pixels, f=4
@@ -182,21 +202,45 @@ def test_autoencoder_then_two_process_latent_run(tmp_path):
     assert out.shape == (2, 16, 16, 3) and np.isfinite(out).all()
 
 
-def test_deterministic_decoder_trains_its_whole_training_time_budget(tmp_path):
-    """EncDec w/o Diff under a 1.2 s training budget, validating every 0.42 s of training time."""
+class StepClock:
+    """A training clock that reads `step_s` more on every call: train_encdiff.py reads it at the start
+    and at the end of each step, so every step lasts exactly `step_s`, whatever the machine's speed
+    or load. `pause(s)` moves it on by `s` outside any step (as a slow validation would)."""
+
+    def __init__(self, step_s: float):
+        self.step_s, self.now = step_s, 0.0
+
+    def __call__(self) -> float:
+        self.now += self.step_s
+        return self.now
+
+    def pause(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def test_deterministic_decoder_trains_its_whole_training_time_budget(tmp_path, monkeypatch):
+    """EncDec w/o Diff under a 1.2 s training budget, validating every 0.42 s of training time, on a
+    clock where each step takes 1/32 s and each validation 100 s (in-process, so the clock can be set)."""
     from encdiff_pipeline.pipeline_encdiff import EncDiffPipeline
 
+    script = _script()
+    clock = StepClock(1 / 32)
+    monkeypatch.setattr(script, "training_clock", clock)
+    real_metrics = script.concept_metrics
+    monkeypatch.setattr(script, "concept_metrics", lambda *a, **kw: clock.pause(100.0) or real_metrics(*a, **kw))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     run = str(tmp_path / "encdec")
-    _launch([TRAIN, *COMMON, "--output_dir", run, "--decoder_type", "deterministic", "--max_train_minutes", "0.02",
-             "--validation_minutes", "0.007", "--checkpointing_steps", "1000"], direct=True)
+    script.run_training(script.main, script.parse_args([
+        *COMMON, "--output_dir", run, "--decoder_type", "deterministic", "--max_train_minutes", "0.02",
+        "--validation_minutes", "0.007", "--checkpointing_steps", "1000"]))
     train, validations = _log(run), _log(run, "validation")
-    final = train[-1]["train_seconds"]
-    assert 1.2 <= final < 1.2 + 1.0  # stops at the first step past the budget
-    assert final - train[-2]["train_seconds"] < 1.0
-    # validation time is not training time: wall-clock ran on while the budget did not
-    assert train[-1]["seconds"] > final
-    assert len(validations) >= 3 and validations[-1]["step"] == train[-1]["step"]
-    assert all(v["train_seconds"] >= 0.42 * (i + 1) for i, v in enumerate(validations[:-1]))
+    # stops at the first step past the budget: 39 x 1/32 s = 1.219 s >= 1.2 s > 38 x 1/32 s
+    assert [r["step"] for r in train] == list(range(1, 40))
+    assert [r["train_seconds"] for r in train] == [round(k / 32, 3) for k in range(1, 40)]
+    # validation at the first step past each 0.42 s (14/32 = 0.4375, 27/32 = 0.84375) and at the end;
+    # the 100 s each validation takes are not training time (else the budget would end at step 14)
+    assert [v["step"] for v in validations] == [14, 27, 39]
+    assert [v["train_seconds"] for v in validations] == [round(k / 32, 3) for k in (14, 27, 39)]
     # no noise: L1 between the U-Net's one-pass output and the image, which falls as it learns
     losses = [r["loss"] for r in train]
     assert np.mean(losses[-5:]) < np.mean(losses[:5]) - 0.02
@@ -209,6 +253,47 @@ def test_deterministic_decoder_trains_its_whole_training_time_budget(tmp_path):
         decoded = deterministic_decode(pipe.unet, pipe.encoder(images).tokens)
     assert decoded.shape == (2, 3, 16, 16) and torch.isfinite(decoded).all()
     assert "EncDec w/o Diff" in open(os.path.join(run, "README.md"), encoding="utf-8").read()
+
+
+@pytest.mark.parametrize("foreach", [False, True])
+def test_saved_unet_is_the_ema_of_the_live_weights_step_by_step(tmp_path, monkeypatch, foreach):
+    """The saved U-Net equals an EMA computed by hand from the live weights after each of 6 steps:
+    ema_0 = the initial weights, ema_k = a_k ema_(k-1) + (1 - a_k) live_k with diffusers' warm-up
+    a_k = min(d, k / (k + 9)) for k >= 2 and a_1 = 0. d = 0.25 (k / (k + 9) reaches it at k = 3),
+    so both sides of the min decide some steps."""
+    from encdiff_pipeline.pipeline_encdiff import EncDiffPipeline
+
+    script = _script()
+    start, live = [], []  # the weights the EMA started from, and those it was given at each step
+
+    class RecordingEMA(script.EMAModel):
+        def __init__(self, parameters, **kwargs):
+            parameters = list(parameters)
+            start.append([p.detach().double().clone() for p in parameters])
+            super().__init__(parameters, **kwargs)
+
+        def step(self, parameters):
+            parameters = list(parameters)
+            live.append([p.detach().double().clone() for p in parameters])
+            super().step(parameters)
+
+    monkeypatch.setattr(script, "EMAModel", RecordingEMA)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    run = str(tmp_path / "run")
+    script.run_training(script.main, script.parse_args([
+        *COMMON, "--output_dir", run, "--max_train_steps", "6", "--ema_decay", "0.25", "--validation_metrics", "none",
+        "--checkpointing_steps", "1000", *(["--foreach_ema"] if foreach else [])]))
+    assert len(start) == 1 and len(live) == 6
+    ema = start[0]
+    for k, weights in enumerate(live, start=1):
+        decay = 0.0 if k == 1 else min(0.25, k / (k + 9))
+        ema = [decay * e + (1 - decay) * w for e, w in zip(ema, weights)]
+    saved = [p.detach().double() for p in EncDiffPipeline.from_pretrained(run).unet.parameters()]
+    assert len(saved) == len(ema)
+    for got, want in zip(saved, ema):
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
+    # the EMA lags the live weights by far more than that tolerance
+    assert max((w - l).abs().max().item() for w, l in zip(ema, live[-1])) > 1e-4
 
 
 # ---- bad arguments stop before training, with a clear message (in-process: nothing heavy runs) ----

@@ -69,7 +69,8 @@ from encdiff_pipeline.training.latent_cache import load_latent_cache
 from encdiff_pipeline.generation_fidelity import fidelity_markdown
 from encdiff_pipeline.training.presets import ENCDIFF_PRESETS, add_image_size_argument, load_preset
 from encdiff_pipeline.training.validation import (RunLog, check_held_images, concept_metrics, logged_train_seconds,
-                                                  push_failure_message, save_decoder_images, save_validation_images)
+                                                  push_failure_message, save_decoder_images, save_validation_images,
+                                                  training_clock)
 
 logger = get_logger(__name__)
 
@@ -481,7 +482,7 @@ def train(args: argparse.Namespace, accelerator: Accelerator, settings: dict, tr
     encoder.train()
     unet.train()
     start_time = time.time()
-    tick = time.perf_counter()  # training time runs from here; validation and checkpoints restart it
+    tick = training_clock()  # training time runs from here; validation and checkpoints restart it
     for images, _, k in loader:
         generator = step_generator(args.seed, int(k), accelerator.process_index)
         images = memory_format(images.to(accelerator.device), args.channels_last)
@@ -514,7 +515,7 @@ def train(args: argparse.Namespace, accelerator: Accelerator, settings: dict, tr
 
         ema_unet.step(accelerator.unwrap_model(unet).parameters())
         global_step += 1
-        train_seconds += time.perf_counter() - tick
+        train_seconds += training_clock() - tick
         # the main process's clock decides, for every process alike (they must all validate / stop together)
         validate_now, out_of_time = train_seconds >= next_validation_s, train_seconds >= budget_s
         if accelerator.num_processes > 1:  # one process needs no broadcast (and no host sync)
@@ -542,7 +543,7 @@ def train(args: argparse.Namespace, accelerator: Accelerator, settings: dict, tr
                 last_validation = validate(global_step)
             accelerator.wait_for_everyone()
             next_validation_s = (train_seconds // every_s + 1) * every_s
-        tick = time.perf_counter()
+        tick = training_clock()
     progress.close()
 
     # ---- the end: a last checkpoint (to extend the run later), a last validation, the pipeline ----

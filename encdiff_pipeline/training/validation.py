@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from typing import Any, Callable, Sequence
 
 import torch
@@ -138,6 +139,12 @@ def read_log(path: str) -> list[dict[str, Any]]:
             raise ValueError(f"{path}: line {number + 1} is not a JSON record ({error})") from None
         records.append(record)
     return records
+
+
+def training_clock() -> float:
+    """The seconds that `--max_train_minutes` and `--validation_minutes` count in (train_encdiff.py
+    reads it at the start and end of each step); tests replace it with a clock of their own."""
+    return time.perf_counter()
 
 
 def logged_train_seconds(log_path: str, step: int) -> float | None:
