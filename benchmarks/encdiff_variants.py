@@ -81,6 +81,8 @@ VARIANTS: dict[str, tuple[str, dict[str, Any], list[str]]] = {
     "x0_edge_weighting_8": ("x0 prediction, edge weighting 8", {"training": {"edge_weighting": 8.0}}, []),
     "x0_truncated_snr": ("x0 prediction, loss weighted by max(1, sqrt(SNR)): eps's loss at low noise",
                          {"training": {"loss_weighting": "truncated_snr"}}, []),
+    "x0_truncated_snr_cap_5": ("x0 prediction, loss weighted by min(5, max(1, sqrt(SNR)))",
+                               {"training": {"loss_weighting": "truncated_snr", "loss_weight_cap": 5.0}}, []),
     # edge weighting: how strong, and with other levers (second round, eps)
     "edge_weighting_2": ("eps, edge weighting 2", merge(_EPS, {"training": {"edge_weighting": 2.0}}), []),
     "edge_weighting_8": ("eps, edge weighting 8", merge(_EPS, {"training": {"edge_weighting": 8.0}}), []),

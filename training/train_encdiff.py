@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import math
 import logging
 import os
 import time
@@ -80,13 +81,13 @@ RUN_IDENTITY = ("dataset", "dataset_options", "preset", "config", "vae_path", "s
                 "gradient_accumulation_steps", "num_processes", "beta_schedule", "prediction_type", "loss_type",
                 "learning_rate", "lr_scheduler", "lr_warmup_steps", "adam_weight_decay", "ema_decay", "conditioning",
                 "decoder_type", "timestep_sampling", "logsnr_mean", "logsnr_std", "edge_loss_weight", "edge_weighting",
-                "skip_dropout", "encoder_lr_scale", "token_dropout", "loss_weighting")
+                "skip_dropout", "encoder_lr_scale", "token_dropout", "loss_weighting", "loss_weight_cap")
 # Training settings a preset may set (its "training" dict) and their values when it does not.
 TRAINING_DEFAULTS = {"learning_rate": 3e-4, "lr_warmup_steps": 500, "beta_schedule": "linear", "train_batch_size": 32,
                      "ema_decay": 0.9999, "prediction_type": "epsilon", "timestep_sampling": "uniform",
                      "logsnr_mean": 0.0, "logsnr_std": 1.0, "edge_loss_weight": 0.0, "edge_weighting": 0.0, "skip_dropout": 0.0,
                      "encoder_lr_scale": 1.0, "token_dropout": 0.0, "guidance_scale": 1.0,
-                     "loss_weighting": "uniform"}
+                     "loss_weighting": "uniform", "loss_weight_cap": None}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -142,6 +143,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--loss_weighting", default=None, choices=LOSS_WEIGHTINGS,
                    help="per-image weight of the loss by noise level: uniform, or truncated_snr (x0 prediction: the eps "
                         "loss at low noise, the x0 loss at high noise); default: the preset's")
+    p.add_argument("--loss_weight_cap", type=float, default=None,
+                   help="the largest --loss_weighting truncated_snr weight (default: the preset's, else none)")
     p.add_argument("--token_dropout", type=float, default=None,
                    help="probability that an image's tokens are zeroed while training, so the U-Net also learns the "
                         "empty condition that classifier-free guidance needs (0 = off); default: the preset's")
@@ -233,7 +236,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     try:
         DiffusionObjective(make_noise_scheduler(args.beta_schedule), args.prediction_type, args.loss_type,
                            args.timestep_sampling, args.logsnr_mean, args.logsnr_std, args.edge_loss_weight,
-                           args.edge_weighting, args.token_dropout, args.loss_weighting)
+                           args.edge_weighting, args.token_dropout, args.loss_weighting,
+                           math.inf if args.loss_weight_cap is None else args.loss_weight_cap)
     except ValueError as err:
         p.error(str(err))
     if not (np.isfinite(args.guidance_scale) and args.guidance_scale >= 0):
@@ -355,7 +359,8 @@ def train(args: argparse.Namespace, accelerator: Accelerator, settings: dict, tr
     noise_scheduler.register_to_config(prediction_type="sample" if args.decoder_type == "deterministic" else args.prediction_type)
     objective = DiffusionObjective(noise_scheduler, args.prediction_type, args.loss_type, args.timestep_sampling,
                                    args.logsnr_mean, args.logsnr_std, args.edge_loss_weight,
-                                   args.edge_weighting, args.token_dropout, args.loss_weighting)
+                                   args.edge_weighting, args.token_dropout, args.loss_weighting,
+                           math.inf if args.loss_weight_cap is None else args.loss_weight_cap)
     latent_scale = 1.0
     if vae is not None and not isinstance(vae, PatchAutoencoder):  # the paper: latents scaled by 1 / std of the first batch
         # (the same batch on every process); pixel patches stay pixels

@@ -72,12 +72,13 @@ class DiffusionObjective:
         edge_weighting: strength of the per-pixel edge weighting of the loss (0 = off, the plain mean).
         token_dropout: probability that one image's tokens are all replaced by zeros (0 = off).
         loss_weighting: "uniform" (every sampled noise level alike) or "truncated_snr" (needs "sample").
+        loss_weight_cap: the largest "truncated_snr" weight (inf: none; the eps loss at every noise level).
     """
 
     def __init__(self, scheduler, prediction_type: str = "epsilon", loss_type: str = "l1",
                  timestep_sampling: str = "uniform", logsnr_mean: float = 0.0, logsnr_std: float = 1.0,
                  edge_loss_weight: float = 0.0, edge_weighting: float = 0.0, token_dropout: float = 0.0,
-                 loss_weighting: str = "uniform"):
+                 loss_weighting: str = "uniform", loss_weight_cap: float = math.inf):
         if prediction_type not in PREDICTION_TYPES:
             raise ValueError(f"prediction_type {prediction_type!r}; expected one of {PREDICTION_TYPES}")
         if loss_type not in LOSS_TYPES:
@@ -94,6 +95,8 @@ class DiffusionObjective:
             raise ValueError(f"loss_weighting {loss_weighting!r}; expected one of {LOSS_WEIGHTINGS}")
         if loss_weighting == "truncated_snr" and prediction_type != "sample":
             raise ValueError("loss_weighting 'truncated_snr' weights a clean-image loss: it needs prediction_type 'sample'")
+        if not loss_weight_cap >= 1:
+            raise ValueError(f"loss_weight_cap must be >= 1 (inf: no cap), got {loss_weight_cap}")
         if not (math.isfinite(token_dropout) and 0 <= token_dropout < 1):
             raise ValueError(f"token_dropout must be in [0, 1), got {token_dropout}")
         if edge_loss_weight > 0 and prediction_type == "epsilon":
@@ -103,7 +106,7 @@ class DiffusionObjective:
         self.prediction_type, self.loss_type = prediction_type, loss_type
         self.timestep_sampling, self.logsnr_mean, self.logsnr_std = timestep_sampling, logsnr_mean, logsnr_std
         self.edge_loss_weight, self.edge_weighting, self.token_dropout = edge_loss_weight, edge_weighting, token_dropout
-        self.loss_weighting = loss_weighting
+        self.loss_weighting, self.loss_weight_cap = loss_weighting, loss_weight_cap
         alphas_cumprod = scheduler.alphas_cumprod.double()
         self._logsnr = torch.log(alphas_cumprod / (1 - alphas_cumprod)).float()  # decreasing in t
         self._alphas_cumprod = alphas_cumprod.float()
@@ -162,9 +165,10 @@ class DiffusionObjective:
 
     def snr_weights(self, timesteps: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         """(B, 1, 1, 1) weights of "truncated_snr": max(1, SNR), its square root for L1 (an x0 error
-        times sqrt(SNR) is the eps error)."""
+        times sqrt(SNR) is the eps error), at most `loss_weight_cap`."""
         snr = torch.exp(self._logsnr.to(like.device)[timesteps]).clamp_min(1.0)
-        return (snr.sqrt() if self.loss_type == "l1" else snr).to(like.dtype).view(-1, *([1] * (like.ndim - 1)))
+        weights = (snr.sqrt() if self.loss_type == "l1" else snr).clamp_max(self.loss_weight_cap)
+        return weights.to(like.dtype).view(-1, *([1] * (like.ndim - 1)))
 
     def pixel_weights(self, clean: torch.Tensor) -> torch.Tensor:
         """(B, 1, H, W) loss weights of `edge_weighting`: `1 + edge_weighting * e / mean(e)` with `e` the
