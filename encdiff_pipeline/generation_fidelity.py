@@ -17,7 +17,8 @@ images, `factor_probe.py`) on held images it never trained on:
 
 Concepts are matched to factors by DCI's importance matrix (gradient-boosted trees, as in DCI):
 a concept belongs to the factor it matters most for; concepts with under `min_share` of the
-largest concept's total importance are dead and belong to none.
+largest concept's total importance are dead and belong to none; a factor that is no concept's
+first is given the concept that matters most for it (shared with the factor it leads).
 
 Example:
     >>> report = generation_fidelity(pipe, load_factor_dataset("procedural-shapes3d", image_size=16))  # doctest: +SKIP
@@ -63,15 +64,20 @@ def fidelity_summary(report: dict) -> dict[str, Optional[float]]:
 
 def assign_concepts(importance: np.ndarray, min_share: float = 0.05) -> list[list[int]]:
     """Per factor, the concepts (rows of the (codes, factors) `importance`) that matter most for it,
-    most important first; concepts with under `min_share` of the largest row total belong to none."""
+    most important first; concepts with under `min_share` of the largest row total belong to none. A
+    factor that is no concept's first gets its most important concept, shared."""
     importance = np.abs(np.asarray(importance, dtype=np.float64))
     if importance.ndim != 2 or importance.shape[0] < 1 or importance.shape[1] < 1:
         raise ValueError(f"importance must be a (codes, factors) matrix, got shape {importance.shape}")
     totals = importance.sum(axis=1)
     alive = totals >= min_share * totals.max() if totals.max() > 0 else np.zeros(len(totals), dtype=bool)
     owner = importance.argmax(axis=1)
-    return [sorted((int(c) for c in np.flatnonzero(alive & (owner == f))), key=lambda c: -importance[c, f])
-            for f in range(importance.shape[1])]
+    owned = [sorted((int(c) for c in np.flatnonzero(alive & (owner == f))), key=lambda c: -importance[c, f])
+             for f in range(importance.shape[1])]
+    # a factor that leads no concept (it shares one with a factor that matters more there) gets the
+    # concept that matters most for it: swapping that concept then also moves the other factor
+    return [own or ([int(importance[:, f].argmax())] if importance[:, f].max() > 0 else [])
+            for f, own in enumerate(owned)]
 
 
 def classes_in_order(read: Sequence[int]) -> int:

@@ -74,6 +74,8 @@ IMPORTANCE = np.array([[0.9, 0.0, 0.0], [0.0, 0.001, 0.0], [0.05, 0.8, 0.0], [0.
 def test_assign_concepts_matches_each_code_to_its_factor_and_drops_dead_codes():
     assert assign_concepts(IMPORTANCE) == [[0], [2], [3, 4]]
     assert assign_concepts(np.zeros((3, 2))) == [[], []]
+    # factor 1 leads no concept: it gets the one that matters most for it, shared with factor 0
+    assert assign_concepts(np.array([[0.9, 0.3], [0.8, 0.1], [0.0, 0.0]])) == [[0, 1], [0]]
     with pytest.raises(ValueError, match="codes, factors"):
         assign_concepts(np.zeros(3))
 
