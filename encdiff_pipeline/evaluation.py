@@ -401,7 +401,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.generation_fidelity:
         from .generation_fidelity import evaluate_generation
 
-        report["generation_fidelity"] = evaluate_generation(args.pipeline, seed=args.seed, progress=not args.no_progress,
+        # the run's training set as a whole grid, unless --dataset / --dataset_options say otherwise
+        report["generation_fidelity"] = evaluate_generation(args.pipeline, args.dataset, args.dataset_options or None,
+                                                            seed=args.seed, progress=not args.no_progress,
                                                             **args.fidelity_options)
     model_index = report.to_model_index(model_name=os.path.basename(os.path.normpath(args.pipeline)))
     payload = dict(report, model_index=model_index)

@@ -152,3 +152,32 @@ def test_probe_training_is_seeded_and_never_sees_held_points(monkeypatch):
     assert all(torch.equal(x, y) for x, y in zip(a.model.state_dict().values(), b.model.state_dict().values()))
     with pytest.raises(ValueError, match="unknown probe recipe keys"):
         load_factor_probe(grid, cache_dir="", stepz=3)
+
+
+def test_encdiff_evaluate_adds_generation_fidelity_to_its_report(tmp_path, monkeypatch, capsys):
+    from encdiff_pipeline import ConceptEncoderModel, EncDiffPipeline
+    from encdiff_pipeline.evaluation import main
+    from encdiff_pipeline.models import unet_from_preset
+
+    monkeypatch.setenv("ENCDIFF_CACHE", str(tmp_path / "cache"))
+    torch.manual_seed(0)
+    encoder = ConceptEncoderModel(sample_size=16, num_concepts=4, token_dim=8, width=8, mlp_hidden_dims=(8, 8))
+    pipe = EncDiffPipeline(encoder=encoder, unet=unet_from_preset("tiny", sample_size=16, cross_attention_dim=8))
+    pipe.save_pretrained(tmp_path / "pipe")
+    options = json.dumps({"num_images": 6, "num_traversals": 1, "num_importance_points": 30, "num_inference_steps": 2,
+                          "probe_options": {"steps": 10, "batch_size": 8, "width": 8}})
+    grid = json.dumps({"image_size": 16, "factor_sizes": [2, 2, 2, 2, 2, 2]})
+    out = tmp_path / "report.json"
+    main([str(tmp_path / "pipe"), "--dataset_options", grid, "--metrics", "mig", "--generation_fidelity",
+          "--fidelity_options", options, "--out", str(out), "--no_progress"])
+    report = json.loads(out.read_text())
+    fidelity = report["generation_fidelity"]
+    assert fidelity["num_images"] == 6 and fidelity["dataset"] == "procedural-shapes3d"
+    (entry,) = os.listdir(tmp_path / "cache" / "factor_probes")  # the probe of --dataset_options' 64-point grid
+    assert len(json.loads((tmp_path / "cache" / "factor_probes" / entry / "probe.json").read_text())["held"]) == 32
+    assert set(fidelity["reconstruction"]) == {"floor_hue", "wall_hue", "object_hue", "scale", "shape", "orientation"}
+    worst = min(v for v in fidelity["reconstruction"].values() if v is not None)
+    printed = capsys.readouterr().out
+    assert f"| Reconstruction read (worst factor) | {worst:.4f} |" in printed and "| swap: donor's class |" in printed
+    with pytest.raises(SystemExit):
+        main([str(tmp_path / "pipe"), "--fidelity_options", options])  # options without the flag
