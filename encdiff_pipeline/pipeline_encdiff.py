@@ -398,6 +398,11 @@ class EncDiffPipeline(DiffusionPipeline):
         guidance_scale = self.config.get("guidance_scale", 1.0) if guidance_scale is None else float(guidance_scale)
         device = self._execution_device
         num_inference_steps = int(num_inference_steps)
+        generators = generator if isinstance(generator, (list, tuple)) else [generator]
+        if not all(g is None or isinstance(g, torch.Generator) for g in generators):
+            kinds = sorted({type(g).__name__ for g in generators})
+            raise ValueError(f"generator must be a torch.Generator (e.g. torch.Generator().manual_seed(0)), a list of "
+                             f"them or None, got {', '.join(kinds)}.")
         if isinstance(generator, (list, tuple)) and len(generator) not in (1, tokens.shape[0]):
             raise ValueError(
                 f"generator is a list of {len(generator)} generators for a batch of {tokens.shape[0]} images; "

@@ -117,3 +117,19 @@ def test_swap_and_traverse_indices_and_values_are_named(pipe, call, message):
     """A37, A38, A44, A45 (raw torch errors before), A47 (a 2-D values tensor was silently flattened)."""
     with pytest.raises(ValueError, match=message):
         call(pipe, tiny_images(2))
+
+
+def test_a_generator_that_is_not_a_torch_generator_is_named():
+    """A19: an int seed (or any other object) as `generator` is a clear error, not diffusers' AttributeError."""
+    from encdiff_pipeline import ConceptEncoderModel, EncDiffPipeline
+    from encdiff_pipeline.models import unet_from_preset
+
+    torch.manual_seed(0)
+    pipe = EncDiffPipeline(encoder=ConceptEncoderModel(sample_size=8, num_concepts=4, token_dim=8, width=8),
+                           unet=unet_from_preset("tiny", sample_size=8, cross_attention_dim=8))
+    pipe.set_progress_bar_config(disable=True)
+    x = torch.rand(2, 3, 8, 8) * 2 - 1
+    for bad in (0, "seed", [torch.Generator(), 3]):
+        with pytest.raises(ValueError, match="generator must be a torch.Generator"):
+            pipe(images=x, generator=bad, num_inference_steps=1)
+    assert pipe(images=x, generator=torch.Generator().manual_seed(0), num_inference_steps=1, output_type="pt").images.shape == (2, 3, 8, 8)
