@@ -118,6 +118,14 @@ def _real_tensor(values: Any, name: str, expected: str) -> torch.Tensor:
     return tensor
 
 
+def _check_generator(generator) -> None:
+    generators = generator if isinstance(generator, (list, tuple)) else [generator]
+    if not all(g is None or isinstance(g, torch.Generator) for g in generators):
+        kinds = sorted({type(g).__name__ for g in generators})
+        raise ValueError(f"generator must be a torch.Generator (e.g. torch.Generator().manual_seed(0)), a list of "
+                         f"them or None, got {', '.join(kinds)}.")
+
+
 def _package_hub():
     """The installed package's Hub helpers, or `None` when this file runs as standalone remote code."""
     try:
@@ -398,11 +406,7 @@ class EncDiffPipeline(DiffusionPipeline):
         guidance_scale = self.config.get("guidance_scale", 1.0) if guidance_scale is None else float(guidance_scale)
         device = self._execution_device
         num_inference_steps = int(num_inference_steps)
-        generators = generator if isinstance(generator, (list, tuple)) else [generator]
-        if not all(g is None or isinstance(g, torch.Generator) for g in generators):
-            kinds = sorted({type(g).__name__ for g in generators})
-            raise ValueError(f"generator must be a torch.Generator (e.g. torch.Generator().manual_seed(0)), a list of "
-                             f"them or None, got {', '.join(kinds)}.")
+        _check_generator(generator)
         if isinstance(generator, (list, tuple)) and len(generator) not in (1, tokens.shape[0]):
             raise ValueError(
                 f"generator is a list of {len(generator)} generators for a batch of {tokens.shape[0]} images; "
@@ -601,6 +605,7 @@ class EncDiffPipeline(DiffusionPipeline):
         tokens = self.encoder.concepts_to_tokens(traversed)
         # one initial noise shared by the whole row, so images differ only through the concept
         noise = self._check_latents(latents, 1)
+        _check_generator(generator)
         if noise is None:
             noise = randn_tensor(self._noise_shape(1), generator=generator, device=self._execution_device, dtype=torch.float32)
         noise = noise.expand(values.numel(), -1, -1, -1)

@@ -132,4 +132,6 @@ def test_a_generator_that_is_not_a_torch_generator_is_named():
     for bad in (0, "seed", [torch.Generator(), 3]):
         with pytest.raises(ValueError, match="generator must be a torch.Generator"):
             pipe(images=x, generator=bad, num_inference_steps=1)
+        with pytest.raises(ValueError, match="generator must be a torch.Generator"):
+            pipe.traverse(x[:1], concept_index=0, values=[0.0, 1.0], generator=bad, num_inference_steps=1)
     assert pipe(images=x, generator=torch.Generator().manual_seed(0), num_inference_steps=1, output_type="pt").images.shape == (2, 3, 8, 8)
