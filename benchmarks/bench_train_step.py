@@ -43,7 +43,6 @@ sys.path.insert(0, ROOT)  # this checkout's package and training scripts
 
 from encdiff_pipeline.conditioning import unet_conditioning  # noqa: E402
 from encdiff_pipeline.noise_schedules import make_noise_scheduler  # noqa: E402
-from encdiff_pipeline.training import DiffusionObjective  # noqa: E402
 from encdiff_pipeline.training.batches import step_generator  # noqa: E402
 from encdiff_pipeline.training.fast_path import make_adamw, memory_format, prepare_models, training_forward  # noqa: E402
 from encdiff_pipeline.training.throughput import Timer  # noqa: E402
@@ -115,9 +114,7 @@ class TrainStep:
         if attention == "bmm":
             self.unet.set_attn_processor(AttnProcessor())
         prepare_models(self.encoder, self.unet, channels_last=channels_last)
-        self.objective = DiffusionObjective(make_noise_scheduler(args.beta_schedule), args.prediction_type, args.loss_type,
-                                            args.timestep_sampling, args.logsnr_mean, args.logsnr_std,
-                                            args.edge_loss_weight, args.edge_weighting)
+        self.objective = script.build_objective(args, make_noise_scheduler(args.beta_schedule))
         self.optimizer = make_adamw([{"params": list(self.encoder.parameters()), "lr": args.learning_rate * args.encoder_lr_scale},
                                      {"params": list(self.unet.parameters())}], lr=args.learning_rate,
                                     weight_decay=args.adam_weight_decay, fused=fused_adamw)

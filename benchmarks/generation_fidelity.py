@@ -25,7 +25,7 @@ import time
 from encdiff_pipeline.atomic import write_json
 from encdiff_pipeline.cli import json_object_argument
 from encdiff_pipeline.data import load_factor_dataset
-from encdiff_pipeline.generation_fidelity import concept_importance, fidelity_dataset, fidelity_markdown, generation_fidelity
+from encdiff_pipeline.generation_fidelity import fidelity_dataset, fidelity_importance, fidelity_markdown, generation_fidelity
 from encdiff_pipeline.factor_probe import load_factor_probe
 from encdiff_pipeline.pipeline_encdiff import EncDiffPipeline
 
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     source, options = fidelity_dataset(args.pipeline, args.dataset, args.dataset_options)
     dataset = load_factor_dataset(source, **options)
     probe = load_factor_probe(dataset, progress=True)
-    importance = concept_importance(pipe, dataset, probe.held[:3000], seed=args.seed)
+    importance = fidelity_importance(pipe, dataset, probe, seed=args.seed)
     reports = []
     for variant in args.variants:
         start = time.perf_counter()

@@ -158,6 +158,13 @@ def evaluate_generation(pipeline: str, dataset: Optional[str] = None, dataset_op
     return report
 
 
+def fidelity_importance(pipe, dataset, probe: FactorProbe, seed: int = 0, num_points: int = 3000,
+                        batch_size: int = 256) -> np.ndarray:
+    """The importance matrix `generation_fidelity` matches concepts with by default: DCI's, on the first
+    `num_points` of the probe's held points. Compute it once to score several sampling settings alike."""
+    return concept_importance(pipe, dataset, probe.held[:num_points], seed, batch_size)
+
+
 def generation_fidelity(
     pipe,
     dataset,
@@ -187,7 +194,7 @@ def generation_fidelity(
         invert: start every generation from the DDIM inversion of the receiving image (`pipe.invert`,
             with `num_inference_steps` of `sampling`) instead of fresh noise.
         seed: draws the images, donors and generation noise.
-        importance: a precomputed (codes, factors) importance matrix; default: DCI's on held points.
+        importance: a precomputed (codes, factors) importance matrix; default: `fidelity_importance`.
         sampling: passed to every `pipe(...)` call, e.g. `num_inference_steps`, `guidance_scale`.
 
     Returns a JSON-ready dict: per-factor scores under `FIDELITY_SCORES` (each a {factor name: value}
@@ -203,9 +210,8 @@ def generation_fidelity(
     names = [str(n) for n in getattr(dataset, "factor_names", range(len(sizes)))]
     rng = np.random.RandomState(seed)
     held = probe.held
-    if importance is None:
-        points = rng.choice(held, size=min(num_importance_points, len(held)), replace=False)
-        importance = concept_importance(pipe, dataset, points, seed, batch_size)
+    if importance is None:  # drawn apart from rng: the images scored are the same whether importance is given or not
+        importance = fidelity_importance(pipe, dataset, probe, seed, num_importance_points, batch_size)
     owners = assign_concepts(importance)
     receivers = rng.choice(held, size=min(num_images, len(held)), replace=False)
     truth = dataset.index_to_factors(receivers)

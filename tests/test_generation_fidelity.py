@@ -99,6 +99,17 @@ def test_exact_generation_scores_one_everywhere():
     json.dumps(report)  # JSON-ready
 
 
+def test_the_default_importance_scores_the_same_images_as_a_precomputed_one():
+    from encdiff_pipeline.generation_fidelity import fidelity_importance
+
+    grid = ChannelGrid(SIZES)
+    probe, pipe = ChannelProbe(np.arange(len(grid))), RenderingPipe(grid, ignore=1)
+    given = generation_fidelity(pipe, grid, probe, num_images=12, num_traversals=1, seed=4,
+                                importance=fidelity_importance(pipe, grid, probe, seed=4))
+    assert generation_fidelity(pipe, grid, probe, num_images=12, num_traversals=1, seed=4) == given
+    assert given["concepts_per_factor"]["factor_0"] == [0]
+
+
 def test_a_factor_generation_ignores_scores_what_chance_gives():
     grid = ChannelGrid(SIZES)
     probe = ChannelProbe(np.arange(len(grid)))

@@ -67,7 +67,6 @@ from encdiff_pipeline.training.fast_path import (DeviceBatches, LossMonitor, bui
                                                  training_forward)
 from encdiff_pipeline.training.first_stage import load_vae
 from encdiff_pipeline.training.latent_cache import load_latent_cache
-from encdiff_pipeline.generation_fidelity import fidelity_markdown
 from encdiff_pipeline.training.presets import ENCDIFF_PRESETS, add_image_size_argument, load_preset
 from encdiff_pipeline.training.validation import (RunLog, check_held_images, concept_metrics, logged_train_seconds,
                                                   push_failure_message, save_decoder_images, save_validation_images,
@@ -234,10 +233,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.validation_minutes is not None and args.validation_minutes <= 0:
         p.error(f"--validation_minutes must be > 0, got {args.validation_minutes}")
     try:
-        DiffusionObjective(make_noise_scheduler(args.beta_schedule), args.prediction_type, args.loss_type,
-                           args.timestep_sampling, args.logsnr_mean, args.logsnr_std, args.edge_loss_weight,
-                           args.edge_weighting, args.token_dropout, args.loss_weighting,
-                           math.inf if args.loss_weight_cap is None else args.loss_weight_cap)
+        build_objective(args, make_noise_scheduler(args.beta_schedule))
     except ValueError as err:
         p.error(str(err))
     if not (np.isfinite(args.guidance_scale) and args.guidance_scale >= 0):
@@ -357,10 +353,7 @@ def train(args: argparse.Namespace, accelerator: Accelerator, settings: dict, tr
     noise_scheduler = make_noise_scheduler(args.beta_schedule)
     # the deterministic decoder predicts the image itself: its (unused for training) scheduler says so
     noise_scheduler.register_to_config(prediction_type="sample" if args.decoder_type == "deterministic" else args.prediction_type)
-    objective = DiffusionObjective(noise_scheduler, args.prediction_type, args.loss_type, args.timestep_sampling,
-                                   args.logsnr_mean, args.logsnr_std, args.edge_loss_weight,
-                                   args.edge_weighting, args.token_dropout, args.loss_weighting,
-                           math.inf if args.loss_weight_cap is None else args.loss_weight_cap)
+    objective = build_objective(args, noise_scheduler)
     latent_scale = 1.0
     if vae is not None and not isinstance(vae, PatchAutoencoder):  # the paper: latents scaled by 1 / std of the first batch
         # (the same batch on every process); pixel patches stay pixels
@@ -570,6 +563,14 @@ def train(args: argparse.Namespace, accelerator: Accelerator, settings: dict, tr
     return args.output_dir
 
 
+def build_objective(args, noise_scheduler) -> DiffusionObjective:
+    """The training step's `DiffusionObjective` from the run's arguments (raises ValueError on bad ones)."""
+    return DiffusionObjective(noise_scheduler, args.prediction_type, args.loss_type, args.timestep_sampling,
+                              args.logsnr_mean, args.logsnr_std, args.edge_loss_weight, args.edge_weighting,
+                              args.token_dropout, args.loss_weighting,
+                              math.inf if args.loss_weight_cap is None else args.loss_weight_cap)
+
+
 def make_pipeline(encoder, unet, noise_scheduler, vae, latent_scale: float, guidance_scale: float = 1.0) -> EncDiffPipeline:
     """The inference pipeline of the current weights, sampling with DDIM on the training schedule."""
     return EncDiffPipeline(encoder=encoder, unet=unet, scheduler=DDIMScheduler.from_config(noise_scheduler.config),
@@ -610,7 +611,16 @@ def training_facts(args, validation: dict) -> dict:
             "train_seconds": validation["train_seconds"], "conditioning": args.conditioning,
             "decoder_type": args.decoder_type, "metrics_step": validation["step"],
             "metrics": validation_metrics(validation), "swap_image": "swap.png",
-            "fidelity_table": fidelity_markdown(validation["generation_fidelity"]) if validation.get("generation_fidelity") else None}
+            "fidelity_table": fidelity_table(validation)}
+
+
+def fidelity_table(validation: dict) -> str | None:
+    """The model card's generation-fidelity table, when `--generation_fidelity` measured it."""
+    if not validation.get("generation_fidelity"):
+        return None
+    from encdiff_pipeline.generation_fidelity import fidelity_markdown
+
+    return fidelity_markdown(validation["generation_fidelity"])
 
 
 def card_metrics(args, validation: dict) -> dict | None:
