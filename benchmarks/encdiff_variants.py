@@ -83,6 +83,11 @@ VARIANTS: dict[str, tuple[str, dict[str, Any], list[str]]] = {
                          {"training": {"loss_weighting": "truncated_snr"}}, []),
     "x0_truncated_snr_cap_5": ("x0 prediction, loss weighted by min(5, max(1, sqrt(SNR)))",
                                {"training": {"loss_weighting": "truncated_snr", "loss_weight_cap": 5.0}}, []),
+    # the fourth round: eps where it is stable, x0 where sampling from noise starts
+    "eps_sample_above_700": ("eps prediction, the clean image at t >= 700, the tokens' gradient there scaled to eps's",
+                             merge(_EPS, {"training": {"sample_prediction_from": 700, "token_gradient": "eps"}}), []),
+    "eps_sample_above_700_full": ("eps prediction, the clean image at t >= 700 (full token gradient)",
+                                  merge(_EPS, {"training": {"sample_prediction_from": 700}}), []),
     # edge weighting: how strong, and with other levers (second round, eps)
     "edge_weighting_2": ("eps, edge weighting 2", merge(_EPS, {"training": {"edge_weighting": 2.0}}), []),
     "edge_weighting_8": ("eps, edge weighting 8", merge(_EPS, {"training": {"edge_weighting": 8.0}}), []),

@@ -148,6 +148,10 @@ class EncDiffPipeline(DiffusionPipeline):
             generating call (1 = none). Guidance needs a U-Net trained with token dropout
             (`--token_dropout`): it then also knows the empty condition, all-zero tokens, and
             `eps_empty + w * (eps_tokens - eps_empty)` follows the tokens more closely for `w > 1`.
+        sample_prediction_from: the first timestep at which the U-Net predicts the clean image
+            instead of the scheduler's `prediction_type` (a U-Net trained with
+            `--sample_prediction_from`); each prediction is converted to the scheduler's type before
+            its step. `None` (default): the scheduler's type at every timestep.
         latent_scale: diffusion latents are `vae_latents * latent_scale` (the paper: 1 / std of the
             first batch); generated latents are decoded as `vae.decode(latents / latent_scale)`.
             A `VQModel` decodes with its default `force_not_quantize=False`: the latents are
@@ -171,14 +175,20 @@ class EncDiffPipeline(DiffusionPipeline):
         vae: ModelMixin | None = None,
         latent_scale: float = 1.0,
         guidance_scale: float = 1.0,
+        sample_prediction_from: int | None = None,
     ):
         super().__init__()
         if scheduler is None:
             scheduler = DDIMScheduler(**schedule_config("linear"))
         self._check_components(encoder, unet, vae, latent_scale)
         _check_guidance_scale(guidance_scale)
+        num_train = scheduler.config.get("num_train_timesteps", 1000)
+        if sample_prediction_from is not None and (isinstance(sample_prediction_from, bool) or not isinstance(
+                sample_prediction_from, numbers.Integral) or not 0 <= sample_prediction_from < num_train):
+            raise ValueError(f"sample_prediction_from must be a timestep in [0, {num_train}) or None, got {sample_prediction_from!r}.")
         self.register_modules(encoder=encoder, unet=unet, scheduler=scheduler, vae=vae)
-        self.register_to_config(latent_scale=float(latent_scale), guidance_scale=float(guidance_scale))
+        self.register_to_config(latent_scale=float(latent_scale), guidance_scale=float(guidance_scale),
+                                sample_prediction_from=None if sample_prediction_from is None else int(sample_prediction_from))
         self.image_processor = VaeImageProcessor(do_resize=False, do_normalize=True)
 
     @staticmethod
@@ -387,13 +397,34 @@ class EncDiffPipeline(DiffusionPipeline):
             raise ValueError("latents contain NaN or infinite values.")
         return latents.to(device=self._execution_device, dtype=torch.float32)
 
-    def _guided_noise_pred(self, model_input: torch.Tensor, t, tokens: torch.Tensor, guidance_scale: float) -> torch.Tensor:
-        """The U-Net's prediction for `tokens`; with `guidance_scale != 1`, classifier-free guided
-        against the empty condition (all-zero tokens, what token dropout trains)."""
+    def _prediction(self, model_input: torch.Tensor, t, tokens: torch.Tensor, noisy: torch.Tensor) -> torch.Tensor:
+        """The U-Net's output at `t` as the scheduler's `prediction_type` (float32): converted from the
+        clean image at timesteps >= `config.sample_prediction_from` (in float64, from x_t = `noisy`)."""
+        output = self.unet(model_input, t, **self._conditioning(tokens)).sample.float()
+        threshold = self.config.get("sample_prediction_from")
+        if threshold is None or int(t) < threshold:
+            return output
+        kind = self.scheduler.config.get("prediction_type", "epsilon")
+        if kind == "sample":
+            return output
+        alpha_bar = torch.as_tensor(self.scheduler.alphas_cumprod)[int(t)].double().to(output.device)
+        x_t, clean = noisy.double(), output.double()
+        eps = (x_t - alpha_bar.sqrt() * clean) / (1 - alpha_bar).sqrt()
+        if kind == "epsilon":
+            return eps.float()
+        if kind == "v_prediction":
+            return (alpha_bar.sqrt() * eps - (1 - alpha_bar).sqrt() * clean).float()
+        raise ValueError(f"sample_prediction_from cannot convert to the scheduler's prediction_type {kind!r}.")
+
+    def _guided_noise_pred(self, model_input: torch.Tensor, t, tokens: torch.Tensor, guidance_scale: float,
+                           noisy: torch.Tensor) -> torch.Tensor:
+        """The U-Net's prediction for `tokens` at x_t = `noisy` (`model_input` as the scheduler scales
+        it); with `guidance_scale != 1`, classifier-free guided against the empty condition (all-zero
+        tokens, what token dropout trains)."""
         if guidance_scale == 1:
-            return self.unet(model_input, t, **self._conditioning(tokens)).sample.float()
+            return self._prediction(model_input, t, tokens, noisy)
         both = torch.cat([torch.zeros_like(tokens), tokens])
-        empty, cond = self.unet(torch.cat([model_input] * 2), t, **self._conditioning(both)).sample.float().chunk(2)
+        empty, cond = self._prediction(torch.cat([model_input] * 2), t, both, torch.cat([noisy] * 2)).chunk(2)
         return empty + guidance_scale * (cond - empty)
 
     def _sample(
@@ -421,7 +452,7 @@ class EncDiffPipeline(DiffusionPipeline):
         with self._eval_mode():
             for t in self.progress_bar(self.scheduler.timesteps):
                 model_input = self.scheduler.scale_model_input(latents, t).to(self.unet.dtype)
-                noise_pred = self._guided_noise_pred(model_input, t, tokens, guidance_scale)
+                noise_pred = self._guided_noise_pred(model_input, t, tokens, guidance_scale, latents)
                 latents = self.scheduler.step(noise_pred, t, latents, **step_kwargs).prev_sample
             pixels = self._decode(latents)
         if not torch.isfinite(pixels).all():
@@ -644,7 +675,7 @@ class EncDiffPipeline(DiffusionPipeline):
             latents = self._latents_from_images(pixels).float()
             inverse.set_timesteps(int(num_inference_steps), device=latents.device)
             for t in self.progress_bar(inverse.timesteps):
-                noise_pred = self.unet(latents.to(self.unet.dtype), t, **self._conditioning(tokens)).sample.float()
+                noise_pred = self._prediction(latents.to(self.unet.dtype), t, tokens, latents)
                 latents = inverse.step(noise_pred, t, latents).prev_sample
         self.maybe_free_model_hooks()
         return latents

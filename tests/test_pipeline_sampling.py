@@ -279,3 +279,67 @@ def test_invert_of_clean_image_and_v_predictions_is_finite(prediction_type):
     pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config, prediction_type=prediction_type)
     noise = pipe.invert(x, num_inference_steps=STEPS)
     assert noise.shape == x.shape and torch.isfinite(noise).all()
+
+
+def test_sample_prediction_from_reads_the_unet_as_the_clean_image_above_the_threshold(tmp_path):
+    """With `sample_prediction_from` 300 and 2 DDIM steps (t = 500, 0), the U-Net's output at t = 500 is
+    the clean image (its eps is implied from x_t) and at t = 0 the noise, checked with DDIM by hand."""
+    pipe, x = make_pipeline(), images()
+    tokens = pipe.encoder(x).tokens
+    noise = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(5))
+    acp = alphas_cumprod()
+    sample = noise.clone()
+    for t, t_prev in ((500, 0), (0, None)):
+        with torch.no_grad():
+            out = pipe.unet(sample, torch.tensor(t), encoder_hidden_states=tokens).sample
+        a_t = acp[t]
+        if t >= 300:
+            x0, eps = out, (sample - a_t.sqrt() * out) / (1 - a_t).sqrt()
+        else:
+            x0, eps = (sample - (1 - a_t).sqrt() * out) / a_t.sqrt(), out
+        a_prev = acp[t_prev] if t_prev is not None else torch.tensor(1.0)
+        sample = a_prev.sqrt() * x0 + (1 - a_prev).sqrt() * eps
+    hybrid = EncDiffPipeline(encoder=pipe.encoder, unet=pipe.unet, scheduler=pipe.scheduler, sample_prediction_from=300)
+    hybrid.set_progress_bar_config(disable=True)
+    got = hybrid(images=x, latents=noise, num_inference_steps=STEPS, output_type="pt").images
+    assert torch.allclose(got, to_unit(sample), atol=1e-5)
+    plain = pipe(images=x, latents=noise, num_inference_steps=STEPS, output_type="pt").images
+    assert (plain - got).abs().max() > 1e-2  # the switch changes the result
+    hybrid.save_pretrained(tmp_path / "p")
+    loaded = EncDiffPipeline.from_pretrained(tmp_path / "p")
+    loaded.set_progress_bar_config(disable=True)
+    assert loaded.config.sample_prediction_from == 300
+    assert torch.allclose(loaded(images=x, latents=noise, num_inference_steps=STEPS, output_type="pt").images, got, atol=1e-6)
+    for bad in (-1, 1000, 2.5, True, "700"):
+        with pytest.raises(ValueError, match="sample_prediction_from"):
+            EncDiffPipeline(encoder=pipe.encoder, unet=pipe.unet, sample_prediction_from=bad)
+
+
+def test_sample_prediction_from_converts_to_the_scheduler_prediction_type():
+    """An oracle U-Net that knows the clean image C returns C above the threshold and, below it, what
+    the scheduler's prediction type implies for C (eps or v): DDIM must then generate C exactly, with an
+    eps or a v scheduler alike."""
+    from diffusers import DDIMScheduler
+
+    pipe, x = make_pipeline(), images()
+    clean = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(3)) * 2 - 1
+    acp = alphas_cumprod().double()
+    unet = pipe.unet
+
+    for kind in ("epsilon", "v_prediction"):
+        def oracle(sample, t, encoder_hidden_states, kind=kind):
+            a = acp[int(t)]
+            eps = (sample.double() - a.sqrt() * clean.double()) / (1 - a).sqrt()
+            out = clean.double() if int(t) >= 300 else eps if kind == "epsilon" else a.sqrt() * eps - (1 - a).sqrt() * clean
+            return type("Out", (), {"sample": out.float()})
+
+        scheduler = DDIMScheduler.from_config(pipe.scheduler.config, prediction_type=kind)
+        hybrid = EncDiffPipeline(encoder=pipe.encoder, unet=unet, scheduler=scheduler, sample_prediction_from=300)
+        hybrid.set_progress_bar_config(disable=True)
+        unet.forward = oracle
+        try:
+            noise = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(5))
+            got = hybrid(images=x, latents=noise, num_inference_steps=4, output_type="pt").images
+        finally:
+            del unet.forward
+        assert torch.allclose(got, to_unit(clean), atol=1e-5), kind

@@ -167,3 +167,52 @@ def test_truncated_snr_weighting_is_the_eps_loss_at_low_noise_and_the_x0_loss_at
         DiffusionObjective(scheduler, loss_weighting="truncated_snr")
     with pytest.raises(ValueError, match="loss_weighting"):
         DiffusionObjective(scheduler, prediction_type="sample", loss_weighting="snr")
+
+
+def test_sample_prediction_from_targets_the_clean_image_above_the_threshold(scheduler):
+    clean, noise, t = _batch()  # t = 0, 250, 600, 999
+    objective = DiffusionObjective(scheduler, "epsilon", sample_prediction_from=600)
+    target = objective.target(clean, noise, t)
+    torch.testing.assert_close(target[:2], noise[:2], rtol=0, atol=0)
+    torch.testing.assert_close(target[2:], clean[2:], rtol=0, atol=0)
+    noisy = scheduler.add_noise(clean, noise, t)
+    torch.testing.assert_close(objective.predicted_clean(target, noisy, t), clean, rtol=0, atol=1e-4)
+    # the loss is the eps loss below 600 and the clean-image loss from 600 on
+    prediction = target + 0.1 * torch.randn(clean.shape, generator=torch.Generator().manual_seed(1))
+    expected = (prediction - target).abs().mean()
+    torch.testing.assert_close(objective.loss(clean, noisy, t, noise, prediction), expected, rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("loss_type", ["l1", "l2"])
+def test_eps_token_gradient_scales_the_clean_image_steps_to_the_eps_loss(scheduler, loss_type):
+    """Forward unchanged; backward, the tokens' gradient of images at t >= threshold times sqrt(SNR)
+    (L1) or SNR (L2), of the others times 1."""
+    t = torch.tensor([0, 250, 600, 999])
+    objective = DiffusionObjective(scheduler, "epsilon", loss_type, sample_prediction_from=600, token_gradient="eps")
+    tokens = torch.randn(4, 3, 5, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    out = objective.condition_gradients(tokens, t)
+    torch.testing.assert_close(out, tokens, rtol=0, atol=0)
+    upstream = torch.randn(4, 3, 5, generator=torch.Generator().manual_seed(1))
+    (out * upstream).sum().backward()
+    a = scheduler.alphas_cumprod[t].double()
+    snr = a / (1 - a)
+    weight = snr.sqrt() if loss_type == "l1" else snr
+    expected = torch.where(t >= 600, weight, torch.ones_like(weight)).float().view(-1, 1, 1) * upstream
+    torch.testing.assert_close(tokens.grad, expected, rtol=1e-5, atol=0)
+    assert tokens.grad[3].abs().max() < 1e-3 * upstream[3].abs().max()  # t = 999: the eps loss gives almost nothing
+    # "full" (the default) leaves the gradient alone
+    plain = DiffusionObjective(scheduler, "epsilon", sample_prediction_from=600)
+    assert plain.condition_gradients(tokens, t) is tokens
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"sample_prediction_from": 1000}, "sample_prediction_from"),
+    ({"sample_prediction_from": -1}, "sample_prediction_from"),
+    ({"sample_prediction_from": 2.5}, "sample_prediction_from"),
+    ({"sample_prediction_from": 700, "prediction_type": "sample"}, "needs prediction_type 'epsilon'"),
+    ({"token_gradient": "eps"}, "needs sample_prediction_from"),
+    ({"token_gradient": "half", "sample_prediction_from": 700}, "token_gradient"),
+])
+def test_bad_sample_prediction_settings_are_refused(scheduler, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        DiffusionObjective(scheduler, **kwargs)

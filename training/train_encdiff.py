@@ -56,7 +56,7 @@ from encdiff_pipeline.models import UNET_PRESETS, ConceptEncoderModel, PatchAuto
 from encdiff_pipeline.noise_schedules import NOISE_SCHEDULES, make_noise_scheduler
 from encdiff_pipeline.pipeline_encdiff import EncDiffPipeline
 from encdiff_pipeline.training import PREDICTION_TYPES, TIMESTEP_SAMPLINGS, DiffusionObjective, SkipDropout
-from encdiff_pipeline.training.diffusion_objective import LOSS_WEIGHTINGS
+from encdiff_pipeline.training.diffusion_objective import LOSS_WEIGHTINGS, TOKEN_GRADIENTS
 from encdiff_pipeline.training.arg_checks import check_training_args
 from encdiff_pipeline.training.batches import BatchOrder, batch_loader, step_generator
 from encdiff_pipeline.training.checkpointing import (check_run_folder, checkpoint_step, load_checkpoint, lock_run_folder,
@@ -80,13 +80,15 @@ RUN_IDENTITY = ("dataset", "dataset_options", "preset", "config", "vae_path", "s
                 "gradient_accumulation_steps", "num_processes", "beta_schedule", "prediction_type", "loss_type",
                 "learning_rate", "lr_scheduler", "lr_warmup_steps", "adam_weight_decay", "ema_decay", "conditioning",
                 "decoder_type", "timestep_sampling", "logsnr_mean", "logsnr_std", "edge_loss_weight", "edge_weighting",
-                "skip_dropout", "encoder_lr_scale", "token_dropout", "loss_weighting", "loss_weight_cap")
+                "skip_dropout", "encoder_lr_scale", "token_dropout", "loss_weighting", "loss_weight_cap",
+                "sample_prediction_from", "token_gradient")
 # Training settings a preset may set (its "training" dict) and their values when it does not.
 TRAINING_DEFAULTS = {"learning_rate": 3e-4, "lr_warmup_steps": 500, "beta_schedule": "linear", "train_batch_size": 32,
                      "ema_decay": 0.9999, "prediction_type": "epsilon", "timestep_sampling": "uniform",
                      "logsnr_mean": 0.0, "logsnr_std": 1.0, "edge_loss_weight": 0.0, "edge_weighting": 0.0, "skip_dropout": 0.0,
                      "encoder_lr_scale": 1.0, "token_dropout": 0.0, "guidance_scale": 1.0,
-                     "loss_weighting": "uniform", "loss_weight_cap": None}
+                     "loss_weighting": "uniform", "loss_weight_cap": None, "sample_prediction_from": None,
+                     "token_gradient": "full"}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -144,6 +146,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "loss at low noise, the x0 loss at high noise); default: the preset's")
     p.add_argument("--loss_weight_cap", type=float, default=None,
                    help="the largest --loss_weighting truncated_snr weight (default: the preset's, else none)")
+    p.add_argument("--sample_prediction_from", type=int, default=None,
+                   help="eps prediction with the U-Net predicting the clean image at training steps >= this (where an eps "
+                        "prediction implies an unstable clean image and sampling from noise loses the hues); the saved "
+                        "pipeline converts; default: the preset's (none)")
+    p.add_argument("--token_gradient", default=None, choices=TOKEN_GRADIENTS,
+                   help="'eps': the tokens' gradient from the --sample_prediction_from steps scaled to the eps loss's, "
+                        "so the encoder learns from the eps objective alone; default: the preset's (full)")
     p.add_argument("--token_dropout", type=float, default=None,
                    help="probability that an image's tokens are zeroed while training, so the U-Net also learns the "
                         "empty condition that classifier-free guidance needs (0 = off); default: the preset's")
@@ -449,7 +458,8 @@ def train(args: argparse.Namespace, accelerator: Accelerator, settings: dict, tr
         unwrapped_unet = accelerator.unwrap_model(unet)
         ema_unet.store(unwrapped_unet.parameters())
         ema_unet.copy_to(unwrapped_unet.parameters())
-        pipeline = make_pipeline(accelerator.unwrap_model(encoder), unwrapped_unet, noise_scheduler, vae, latent_scale, args.guidance_scale)
+        pipeline = make_pipeline(accelerator.unwrap_model(encoder), unwrapped_unet, noise_scheduler, vae, latent_scale, args.guidance_scale,
+                                 args.sample_prediction_from)
         pipeline.set_progress_bar_config(disable=True)
         pipeline.encoder.eval()
         out_dir = os.path.join(args.output_dir, "validation", f"step-{step:06d}")
@@ -498,6 +508,7 @@ def train(args: argparse.Namespace, accelerator: Accelerator, settings: dict, tr
                 loss = objective.distance(deterministic_decode(unet, tokens, unet_config), clean)
             else:
                 noisy, timesteps, noise = objective.noise(clean, generator)
+                tokens = objective.condition_gradients(tokens, timesteps)
                 skip_dropout.generator = generator
                 prediction = unet_step(memory_format(noisy, args.channels_last), timesteps, **unet_conditioning(unet_config, tokens)).sample
                 loss = objective.loss(clean, noisy, timesteps, noise, prediction)
@@ -552,7 +563,8 @@ def train(args: argparse.Namespace, accelerator: Accelerator, settings: dict, tr
             last_validation = validate(global_step)
         unwrapped_unet = accelerator.unwrap_model(unet)
         ema_unet.copy_to(unwrapped_unet.parameters())
-        pipeline = make_pipeline(accelerator.unwrap_model(encoder), unwrapped_unet, noise_scheduler, vae, latent_scale, args.guidance_scale)
+        pipeline = make_pipeline(accelerator.unwrap_model(encoder), unwrapped_unet, noise_scheduler, vae, latent_scale, args.guidance_scale,
+                                 args.sample_prediction_from)
         if args.generation_fidelity:
             last_validation = dict(last_validation, generation_fidelity=final_fidelity(pipeline, dataset, args))
         write_pipeline(pipeline, args, last_validation)
@@ -568,13 +580,16 @@ def build_objective(args, noise_scheduler) -> DiffusionObjective:
     return DiffusionObjective(noise_scheduler, args.prediction_type, args.loss_type, args.timestep_sampling,
                               args.logsnr_mean, args.logsnr_std, args.edge_loss_weight, args.edge_weighting,
                               args.token_dropout, args.loss_weighting,
-                              math.inf if args.loss_weight_cap is None else args.loss_weight_cap)
+                              math.inf if args.loss_weight_cap is None else args.loss_weight_cap,
+                              args.sample_prediction_from, args.token_gradient)
 
 
-def make_pipeline(encoder, unet, noise_scheduler, vae, latent_scale: float, guidance_scale: float = 1.0) -> EncDiffPipeline:
+def make_pipeline(encoder, unet, noise_scheduler, vae, latent_scale: float, guidance_scale: float = 1.0,
+                  sample_prediction_from: int | None = None) -> EncDiffPipeline:
     """The inference pipeline of the current weights, sampling with DDIM on the training schedule."""
     return EncDiffPipeline(encoder=encoder, unet=unet, scheduler=DDIMScheduler.from_config(noise_scheduler.config),
-                           vae=vae, latent_scale=latent_scale, guidance_scale=guidance_scale)
+                           vae=vae, latent_scale=latent_scale, guidance_scale=guidance_scale,
+                           sample_prediction_from=sample_prediction_from)
 
 
 def final_fidelity(pipeline: EncDiffPipeline, dataset, args) -> dict:

@@ -25,6 +25,16 @@ and so what the concept tokens must carry:
   loss where the noise dominates: eps's emphasis on low noise with a U-Net that predicts the clean
   image (stable at high noise, where sampling from noise starts).
 
+- `sample_prediction_from` (with "epsilon"): the U-Net predicts the clean image at the training
+  steps t >= this and the noise below it. eps's loss is what the concept encoder disentangles best
+  from, but at high noise the clean image it implies divides by sqrt(alpha_bar): an eps error there
+  is amplified 13-32x, and sampling from noise loses the hues. The switch keeps eps where it is
+  stable and predicts x0 where sampling starts; the pipeline reads the same threshold
+  (`EncDiffPipeline(sample_prediction_from=...)`) and converts each prediction for its scheduler.
+  `token_gradient` "eps" then scales the concept tokens' gradient of those x0 images to what the eps
+  loss would give them (sqrt(SNR) for L1, SNR for L2): the encoder learns from the eps objective
+  alone, the U-Net also learns to render the tokens at high noise.
+
 One lever changes what the U-Net can do with the tokens at sampling time: `token_dropout`, the
 probability that an image's tokens are replaced by zeros (the empty condition), so that the U-Net
 also learns to denoise without them and the pipeline can guide towards them (classifier-free
@@ -50,6 +60,21 @@ PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
 TIMESTEP_SAMPLINGS = ("uniform", "logsnr_normal")
 LOSS_WEIGHTINGS = ("uniform", "truncated_snr")
 LOSS_TYPES = ("l1", "l2")
+TOKEN_GRADIENTS = ("full", "eps")
+
+
+class _ScaleGradient(torch.autograd.Function):
+    """Identity forward; the gradient times `scale` (broadcast) backward."""
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(scale)
+        return tensor.view_as(tensor)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (scale,) = ctx.saved_tensors
+        return grad * scale, None
 
 
 def finite_differences(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -73,12 +98,17 @@ class DiffusionObjective:
         token_dropout: probability that one image's tokens are all replaced by zeros (0 = off).
         loss_weighting: "uniform" (every sampled noise level alike) or "truncated_snr" (needs "sample").
         loss_weight_cap: the largest "truncated_snr" weight (inf: none; the eps loss at every noise level).
+        sample_prediction_from: with "epsilon", the first training step (0 <= t < T) at which the U-Net
+            predicts the clean image instead (None: eps at every step).
+        token_gradient: "full", or "eps": the tokens' gradient from the clean-image steps of
+            `sample_prediction_from` scaled to the eps loss's (needs `sample_prediction_from`).
     """
 
     def __init__(self, scheduler, prediction_type: str = "epsilon", loss_type: str = "l1",
                  timestep_sampling: str = "uniform", logsnr_mean: float = 0.0, logsnr_std: float = 1.0,
                  edge_loss_weight: float = 0.0, edge_weighting: float = 0.0, token_dropout: float = 0.0,
-                 loss_weighting: str = "uniform", loss_weight_cap: float = math.inf):
+                 loss_weighting: str = "uniform", loss_weight_cap: float = math.inf,
+                 sample_prediction_from: int | None = None, token_gradient: str = "full"):
         if prediction_type not in PREDICTION_TYPES:
             raise ValueError(f"prediction_type {prediction_type!r}; expected one of {PREDICTION_TYPES}")
         if loss_type not in LOSS_TYPES:
@@ -102,6 +132,20 @@ class DiffusionObjective:
         if edge_loss_weight > 0 and prediction_type == "epsilon":
             raise ValueError("edge_loss_weight > 0 needs prediction_type 'sample' or 'v_prediction': the clean image "
                              "implied by an eps prediction divides by sqrt(alpha_bar), which vanishes at high noise")
+        num_train = len(scheduler.alphas_cumprod)
+        if sample_prediction_from is not None:
+            if isinstance(sample_prediction_from, bool) or not isinstance(sample_prediction_from, int) \
+                    or not 0 <= sample_prediction_from < num_train:
+                raise ValueError(f"sample_prediction_from must be a training step in [0, {num_train}) or None, "
+                                 f"got {sample_prediction_from!r}")
+            if prediction_type != "epsilon":
+                raise ValueError("sample_prediction_from switches an eps-predicting U-Net to the clean image at high "
+                                 f"noise: it needs prediction_type 'epsilon', got {prediction_type!r}")
+        if token_gradient not in TOKEN_GRADIENTS:
+            raise ValueError(f"token_gradient {token_gradient!r}; expected one of {TOKEN_GRADIENTS}")
+        if token_gradient == "eps" and sample_prediction_from is None:
+            raise ValueError("token_gradient 'eps' scales the gradient of the clean-image steps: it needs sample_prediction_from")
+        self.sample_prediction_from, self.token_gradient = sample_prediction_from, token_gradient
         self.scheduler = scheduler
         self.prediction_type, self.loss_type = prediction_type, loss_type
         self.timestep_sampling, self.logsnr_mean, self.logsnr_std = timestep_sampling, logsnr_mean, logsnr_std
@@ -145,10 +189,29 @@ class DiffusionObjective:
         a = self._alphas_cumprod.to(like.device)[timesteps].to(like.dtype).view(-1, *([1] * (like.ndim - 1)))
         return a.sqrt(), (1 - a).sqrt()
 
+    def predicts_sample(self, timesteps: torch.Tensor, like: torch.Tensor) -> torch.Tensor | None:
+        """(B, 1, 1, 1) bool: the images whose U-Net output is the clean image under
+        `sample_prediction_from` (None when it is off)."""
+        if self.sample_prediction_from is None:
+            return None
+        return (timesteps >= self.sample_prediction_from).to(like.device).view(-1, *([1] * (like.ndim - 1)))
+
+    def condition_gradients(self, tokens: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        """`tokens` (B, N, d), unchanged forward; with `token_gradient` "eps" their gradient from the
+        clean-image steps is scaled by the eps loss's weight of a clean-image error there (sqrt(SNR)
+        for L1, SNR for L2), so the encoder learns what the eps loss would teach it."""
+        if self.token_gradient != "eps":
+            return tokens
+        snr = torch.exp(self._logsnr.to(tokens.device)[timesteps])
+        weight = snr.sqrt() if self.loss_type == "l1" else snr
+        scale = torch.where(timesteps.to(tokens.device) >= self.sample_prediction_from, weight, torch.ones_like(weight))
+        return _ScaleGradient.apply(tokens, scale.to(tokens.dtype).view(-1, 1, 1))
+
     def target(self, clean: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
         """What the U-Net should output."""
         if self.prediction_type == "epsilon":
-            return noise
+            sample = self.predicts_sample(timesteps, clean)
+            return noise if sample is None else torch.where(sample, clean, noise)
         if self.prediction_type == "sample":
             return clean
         sqrt_a, sqrt_one_minus_a = self._coefficients(timesteps, clean)
@@ -161,7 +224,9 @@ class DiffusionObjective:
         sqrt_a, sqrt_one_minus_a = self._coefficients(timesteps, noisy)
         if self.prediction_type == "v_prediction":
             return sqrt_a * noisy - sqrt_one_minus_a * prediction
-        return (noisy - sqrt_one_minus_a * prediction) / sqrt_a
+        implied = (noisy - sqrt_one_minus_a * prediction) / sqrt_a
+        sample = self.predicts_sample(timesteps, noisy)
+        return implied if sample is None else torch.where(sample, prediction, implied)
 
     def snr_weights(self, timesteps: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         """(B, 1, 1, 1) weights of "truncated_snr": max(1, SNR), its square root for L1 (an x0 error

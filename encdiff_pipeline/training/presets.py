@@ -60,7 +60,8 @@ ENCDIFF_PRESETS: dict[str, dict[str, Any]] = {
 _KEYS = {"image_size", "latent", "patch_size", "encoder", "unet_preset", "unet", "training"}
 _TRAINING_KEYS = {"learning_rate", "lr_warmup_steps", "beta_schedule", "train_batch_size", "ema_decay", "prediction_type",
                   "timestep_sampling", "logsnr_mean", "logsnr_std", "edge_loss_weight", "edge_weighting", "skip_dropout",
-                  "encoder_lr_scale", "token_dropout", "guidance_scale", "loss_weighting", "loss_weight_cap"}
+                  "encoder_lr_scale", "token_dropout", "guidance_scale", "loss_weighting", "loss_weight_cap",
+                  "sample_prediction_from", "token_gradient"}
 
 
 def add_image_size_argument(parser, default_preset: str | None) -> None:
