@@ -88,7 +88,7 @@ TRAINING_DEFAULTS = {"learning_rate": 3e-4, "lr_warmup_steps": 500, "beta_schedu
                      "logsnr_mean": 0.0, "logsnr_std": 1.0, "edge_loss_weight": 0.0, "edge_weighting": 0.0, "skip_dropout": 0.0,
                      "encoder_lr_scale": 1.0, "token_dropout": 0.0, "guidance_scale": 1.0,
                      "loss_weighting": "uniform", "loss_weight_cap": None, "sample_prediction_from": None,
-                     "token_gradient": "full"}
+                     "token_gradient": None}  # None: "full" (and a run folder saved before the flag resumes)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -581,7 +581,7 @@ def build_objective(args, noise_scheduler) -> DiffusionObjective:
                               args.logsnr_mean, args.logsnr_std, args.edge_loss_weight, args.edge_weighting,
                               args.token_dropout, args.loss_weighting,
                               math.inf if args.loss_weight_cap is None else args.loss_weight_cap,
-                              args.sample_prediction_from, args.token_gradient)
+                              args.sample_prediction_from, args.token_gradient or "full")
 
 
 def make_pipeline(encoder, unet, noise_scheduler, vae, latent_scale: float, guidance_scale: float = 1.0,
