@@ -202,10 +202,8 @@ class DiffusionObjective:
         for L1, SNR for L2), so the encoder learns what the eps loss would teach it."""
         if self.token_gradient != "eps":
             return tokens
-        snr = torch.exp(self._logsnr.to(tokens.device)[timesteps])
-        weight = snr.sqrt() if self.loss_type == "l1" else snr
-        scale = torch.where(timesteps.to(tokens.device) >= self.sample_prediction_from, weight, torch.ones_like(weight))
-        return _ScaleGradient.apply(tokens, scale.to(tokens.dtype).view(-1, 1, 1))
+        weight = self._eps_loss_weights(timesteps, tokens)
+        return _ScaleGradient.apply(tokens, torch.where(self.predicts_sample(timesteps, tokens), weight, 1.0))
 
     def target(self, clean: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
         """What the U-Net should output."""
@@ -231,8 +229,13 @@ class DiffusionObjective:
     def snr_weights(self, timesteps: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         """(B, 1, 1, 1) weights of "truncated_snr": max(1, SNR), its square root for L1 (an x0 error
         times sqrt(SNR) is the eps error), at most `loss_weight_cap`."""
-        snr = torch.exp(self._logsnr.to(like.device)[timesteps]).clamp_min(1.0)
-        weights = (snr.sqrt() if self.loss_type == "l1" else snr).clamp_max(self.loss_weight_cap)
+        return self._eps_loss_weights(timesteps, like).clamp(1.0, self.loss_weight_cap)
+
+    def _eps_loss_weights(self, timesteps: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """(B, 1, ...) shaped like `like`: what the eps loss pays for a clean-image error at each image's
+        noise level relative to the x0 loss, sqrt(SNR) for L1 and SNR for L2."""
+        snr = torch.exp(self._logsnr.to(like.device)[timesteps])
+        weights = snr.sqrt() if self.loss_type == "l1" else snr
         return weights.to(like.dtype).view(-1, *([1] * (like.ndim - 1)))
 
     def pixel_weights(self, clean: torch.Tensor) -> torch.Tensor:
